@@ -1,0 +1,3 @@
+"""kubesoar: code-first security playbooks on Kubernetes."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+from kubesoar._cli import main
+
+raise SystemExit(main())
