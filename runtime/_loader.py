@@ -1,0 +1,112 @@
+"""Import the playbook module and collect its entry points.
+
+An import failure is not raised: it becomes a `LoadError` pointing at the
+line in the author's file (not ours), which the runtime reports while staying
+unready.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from kubesoar import _compat
+from kubesoar._sdk import EntryPoint, entry_points_of, forget_module
+
+__all__ = ["LoadError", "LoadedModule", "load_module", "load_target"]
+
+
+@dataclass(frozen=True)
+class LoadError:
+    type: str
+    message: str
+    file: str | None
+    line: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "file": self.file, "line": self.line}
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file else ""
+        return f"{where}{self.type}: {self.message}"
+
+
+@dataclass
+class LoadedModule:
+    name: str
+    source_dir: Path
+    module: ModuleType | None = None
+    entry_points: list[EntryPoint] = field(default_factory=list)
+    error: LoadError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.module is not None
+
+
+def _relative(filename: str, source_dir: Path) -> str | None:
+    try:
+        return str(Path(filename).resolve().relative_to(source_dir.resolve()))
+    except (ValueError, OSError):
+        return None
+
+
+def _describe(exc: BaseException, source_dir: Path) -> LoadError:
+    message = str(exc) or exc.__class__.__name__
+    if isinstance(exc, SyntaxError) and exc.filename:
+        relative = _relative(exc.filename, source_dir)
+        if relative is not None:
+            return LoadError(type(exc).__name__, exc.msg or message, relative, exc.lineno)
+    # The innermost frame in the author's files is the line to fix.
+    file: str | None = None
+    line: int | None = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        relative = _relative(frame.filename, source_dir)
+        if relative is not None:
+            file, line = relative, frame.lineno
+    return LoadError(type(exc).__name__, message, file, line)
+
+
+def load_module(module_name: str, source_dir: str | Path) -> LoadedModule:
+    """Import `module_name` with `source_dir` first on `sys.path`."""
+    source = Path(source_dir)
+    loaded = LoadedModule(name=module_name, source_dir=source)
+    if not module_name or any(not part.isidentifier() for part in module_name.split(".")):
+        loaded.error = LoadError("ValueError", f"invalid module name {module_name!r}", None, None)
+        return loaded
+    if not source.is_dir():
+        loaded.error = LoadError("FileNotFoundError", f"no source folder {source}", None, None)
+        return loaded
+    path_entry = str(source.resolve())
+    if path_entry not in sys.path:
+        sys.path.insert(0, path_entry)
+    importlib.invalidate_caches()
+    _compat.install_opensoar_alias()
+    top = module_name.split(".")[0]
+    forget_module(top)
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+    try:
+        loaded.module = importlib.import_module(module_name)
+        loaded.entry_points = entry_points_of(top)
+    except Exception as exc:  # anything raised by the author's code at import
+        loaded.module = None
+        loaded.error = _describe(exc, source)
+    return loaded
+
+
+def load_target(target: str) -> LoadedModule:
+    """Load what a user names on the command line: a `.py` file, a package
+    folder, or a module importable from the current directory."""
+    path = Path(target)
+    if path.suffix == ".py" and path.is_file():
+        return load_module(path.stem, path.parent)
+    if path.is_dir() and (path / "__init__.py").is_file():
+        return load_module(path.resolve().name, path.resolve().parent)
+    return load_module(target, Path(os.getcwd()))
