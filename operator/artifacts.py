@@ -1,0 +1,130 @@
+"""Playbook artifacts: deterministic tarballs of `path` at a commit, stored by digest.
+
+The same commit and path always give the same bytes (sorted entries, fixed
+mtime, owner and modes, gzip without timestamp or name), so the digest — and
+with it the pod template — only changes when the code does. Entries are
+relative to `path` (a file `phishing/triage.py` with `path: phishing/` is
+`triage.py` in the tarball); `kubesoar fetch` unpacks them into
+`$KUBESOAR_WORKSPACE/src`. Symlinks and submodules are left out: the runtime
+unpacks regular files only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+MAX_FILES = 10_000
+MAX_UNPACKED_BYTES = 64 * 1024 * 1024
+NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_FILE_MODE, _EXEC_MODE, _DIR_MODE = 0o644, 0o755, 0o755
+_GIT_EXECUTABLE, _GIT_FILE = 0o100755, 0o100644
+
+
+class ArtifactError(ValueError):
+    """`path` is missing at the commit, or the folder exceeds the limits."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    data: bytes
+    digest: str  # hex sha256 of `data`
+
+
+def pack(repo: git.Repo, sha: str, path: str) -> Artifact:
+    """Tarball of folder `path` (repo root when empty) at commit `sha`."""
+    tree = repo.commit(sha).tree
+    folder = path.strip("/")
+    if folder:
+        try:
+            tree = tree / folder
+        except KeyError:
+            raise ArtifactError(f"path {folder!r} does not exist at commit {sha[:12]}") from None
+        if tree.type != "tree":
+            raise ArtifactError(f"path {folder!r} is not a folder at commit {sha[:12]}")
+    files: list[tuple[str, int, bytes]] = []
+    total = 0
+    for item in tree.traverse():
+        if not isinstance(item, git.Blob) or item.mode not in (_GIT_FILE, _GIT_EXECUTABLE):
+            continue  # symlinks (0o120000) and submodules ("commit") stay out
+        data: bytes = item.data_stream.read()
+        total += len(data)
+        if total > MAX_UNPACKED_BYTES or len(files) >= MAX_FILES:
+            raise ArtifactError(
+                f"path {folder or '/'!r} exceeds {MAX_FILES} files or "
+                f"{MAX_UNPACKED_BYTES // (1024 * 1024)} MiB"
+            )
+        rel = os.path.relpath(str(item.path), folder) if folder else str(item.path)
+        files.append((rel, item.mode, data))
+    return Artifact(*_tarball(files))
+
+
+def _tarball(files: list[tuple[str, int, bytes]]) -> tuple[bytes, str]:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        dirs = sorted({str(p) for rel, _, _ in files for p in Path(rel).parents if str(p) != "."})
+        for name in dirs:
+            tar.addfile(_info(name + "/", tarfile.DIRTYPE, _DIR_MODE, 0))
+        for rel, mode, data in sorted(files):
+            file_mode = _EXEC_MODE if mode == _GIT_EXECUTABLE else _FILE_MODE
+            tar.addfile(_info(rel, tarfile.REGTYPE, file_mode, len(data)), io.BytesIO(data))
+    out = io.BytesIO()
+    # mtime=0 and no file name keep the gzip header free of anything time- or host-bound.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as gz:
+        gz.write(raw.getvalue())
+    data = out.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size = kind, mode, size
+    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+    return info
+
+
+class ArtifactStore:
+    """Artifacts on disk at `<root>/<namespace>/<name>/<digest>.tar.gz`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _folder(self, namespace: str, name: str) -> Path:
+        if not (NAME.match(namespace) and NAME.match(name)):
+            raise ValueError("invalid namespace or name")
+        return self.root / namespace / name
+
+    def put(self, namespace: str, name: str, artifact: Artifact) -> Path:
+        folder = self._folder(namespace, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{artifact.digest}.tar.gz"
+        if not target.exists():
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(artifact.data)
+            partial.replace(target)  # atomic: readers never see half a file
+        return target
+
+    def get(self, namespace: str, name: str, digest: str) -> Path | None:
+        if not DIGEST.match(digest):
+            return None
+        try:
+            target = self._folder(namespace, name) / f"{digest}.tar.gz"
+        except ValueError:
+            return None
+        return target if target.is_file() else None
+
+    def prune(self, namespace: str, name: str, keep: set[str]) -> None:
+        """Drop this Playbook's artifacts except `keep` (old revisions' pods are gone)."""
+        folder = self._folder(namespace, name)
+        for item in folder.glob("*.tar.gz") if folder.is_dir() else ():
+            if item.name.removesuffix(".tar.gz") not in keep:
+                item.unlink(missing_ok=True)
