@@ -1,0 +1,54 @@
+"""Prometheus metrics of the router, in a registry of their own (one per app).
+
+Labels are the namespace and source of the URL only when that source exists,
+so requests to made-up paths cannot grow the series without bound.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+UNKNOWN = "-"
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("namespace", "source")
+        self.received = Counter(
+            "kubesoar_router_alerts_received", "Requests received", labels, registry=self.registry
+        )
+        self.rejected = Counter(
+            "kubesoar_router_alerts_rejected",
+            "Requests refused, by reason (the error code of the answer)",
+            (*labels, "reason"),
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "kubesoar_router_alerts_duplicate",
+            "Alerts dropped as duplicates",
+            labels,
+            registry=self.registry,
+        )
+        self.matched = Counter(
+            "kubesoar_router_playbooks_matched",
+            "Playbooks matched by accepted alerts (one per alert and Playbook)",
+            labels,
+            registry=self.registry,
+        )
+        self.delivered = Counter(
+            "kubesoar_router_deliveries",
+            "Deliveries to runtime pods, by outcome (ok, failed)",
+            (*labels, "outcome"),
+            registry=self.registry,
+        )
+        self.delivery_seconds = Histogram(
+            "kubesoar_router_delivery_seconds",
+            "Time to deliver one alert to one Playbook, retries included",
+            labels,
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,130 @@
+"""Fixtures for the router tests: real runtime servers and a router on loopback.
+
+`runtime_factory` starts `python -m kubesoar runtime` with a tiny playbook module
+on its own 127.x address (as the local node agent would run a pod); `router_server`
+serves an in-process router whose snapshot the test builds directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from kubesoar.operator.router.app import create_ingest_app
+from kubesoar.operator.router.ingest import Router
+from kubesoar.operator.router.snapshot import Endpoint
+from router_objects import TINY_PLAYBOOK
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RuntimeProcess:
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(self.host, self.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def report(self) -> dict[str, Any]:
+        return httpx.get(f"{self.url}/v1/report", timeout=5).json()
+
+    def runs_total(self) -> int:
+        return int(self.report()["runs"]["total"])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+_next_host = iter(range(10, 250))
+
+
+@pytest.fixture
+def runtime_factory(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
+    started: list[RuntimeProcess] = []
+
+    def start(code: str = TINY_PLAYBOOK, *, queue_size: int = 100) -> RuntimeProcess:
+        host = f"127.0.{os.getpid() % 200 + 10}.{next(_next_host)}"
+        workspace = tmp_path / f"ws-{host}"
+        (workspace / "src").mkdir(parents=True)
+        (workspace / "src" / "tinybook.py").write_text(textwrap.dedent(code))
+        port = free_port(host)
+        env = {
+            **os.environ,
+            "KUBESOAR_POD_IP": host,
+            "KUBESOAR_PORT": str(port),
+            "KUBESOAR_WORKSPACE": str(workspace),
+            "KUBESOAR_MODULE": "tinybook",
+            "KUBESOAR_QUEUE_SIZE": str(queue_size),
+            "KUBESOAR_DRAIN_SECONDS": "1",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kubesoar", "runtime"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        runtime = RuntimeProcess(host, port, process)
+        started.append(runtime)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"runtime exited with {process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{runtime.url}/readyz", timeout=1).status_code == 200:
+                    return runtime
+            time.sleep(0.1)
+        raise RuntimeError("runtime did not become ready within 30s")
+
+    yield start
+    for runtime in started:
+        runtime.stop()
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def router_server() -> AsyncIterator[Callable[..., Any]]:
+    """`await start(router)` -> base URL of a real aiohttp server for that router."""
+    stack = contextlib.AsyncExitStack()
+
+    async def start(router: Router) -> str:
+        return await stack.enter_async_context(serve(create_ingest_app(router, serve_metrics=True)))
+
+    async with stack:
+        yield start

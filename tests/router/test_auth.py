@@ -1,0 +1,187 @@
+"""Sender authentication through the real ingest server: the bearer/HMAC matrix."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from router_objects import alertsource, new_router, secret
+
+from kubesoar.operator.router.auth import ReplayCache, sign
+from kubesoar.operator.router.snapshot import build_namespace
+
+TOKEN = "s3cret-token-value"
+HMAC_KEY = "hmac-shared-secret"
+ALERT = json.dumps({"title": "Suspicious login", "source_id": "evt-1"}).encode()
+PATH = "/v1/namespaces/tenant-a/sources/{name}/alerts"
+
+
+def router_with_sources():
+    router = new_router()
+    router.snapshot.put(
+        build_namespace(
+            "tenant-a",
+            alertsources=[
+                alertsource("bearer"),
+                alertsource(
+                    "signed",
+                    spec={"auth": {"hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}},
+                ),
+                alertsource(
+                    "both",
+                    spec={
+                        "auth": {
+                            "bearer": {"secretRef": {"name": "ingest", "key": "token"}},
+                            "hmac": {
+                                "secretRef": {"name": "ingest", "key": "hmac"},
+                                "signatureHeader": "X-Sig",
+                                "timestampHeader": "X-Ts",
+                                "replayWindowSeconds": 60,
+                            },
+                        }
+                    },
+                ),
+            ],
+            secrets={"ingest": {"token": TOKEN.encode(), "hmac": HMAC_KEY.encode()}},
+        )
+    )
+    return router
+
+
+def signed_headers(body: bytes, *, at: float | None = None, key: str = HMAC_KEY) -> dict[str, str]:
+    timestamp = str(int(time.time() if at is None else at))
+    return {
+        "X-Kubesoar-Timestamp": timestamp,
+        "X-Kubesoar-Signature": sign(key.encode(), timestamp, body),
+    }
+
+
+@pytest.fixture
+async def base_url(router_server):
+    return await router_server(router_with_sources())
+
+
+async def post(base_url: str, name: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        return await client.post(PATH.format(name=name), content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({}, 401, "missing_credentials"),
+        ({"Authorization": "Basic dXNlcjpwdw=="}, 401, "missing_credentials"),
+        ({"Authorization": "Bearer wrong-token"}, 401, "invalid_token"),
+        ({"Authorization": f"Bearer {TOKEN}x"}, 401, "invalid_token"),
+        ({"Authorization": f"Bearer {TOKEN}"}, 202, None),
+        ({"Authorization": f"bearer {TOKEN}"}, 202, None),
+    ],
+)
+async def test_bearer(base_url, headers, status, code):
+    response = await post(base_url, "bearer", ALERT, headers)
+    assert response.status_code == status, response.text
+    if code:
+        assert response.json()["error"] == code
+        assert TOKEN not in response.text
+    else:
+        assert response.json()["duplicate"] is False
+
+
+async def test_hmac_good_signature_is_accepted_once(base_url):
+    headers = signed_headers(ALERT)
+    first = await post(base_url, "signed", ALERT, headers)
+    assert first.status_code == 202, first.text
+    replayed = await post(base_url, "signed", ALERT, headers)
+    assert replayed.status_code == 401
+    assert replayed.json()["error"] == "replayed_request"
+
+
+async def test_hmac_missing_headers(base_url):
+    response = await post(base_url, "signed", ALERT, {})
+    assert response.status_code == 401
+    assert response.json()["error"] == "missing_signature"
+
+
+async def test_hmac_tampered_body_is_forbidden(base_url):
+    headers = signed_headers(ALERT)
+    tampered = ALERT.replace(b"Suspicious", b"Harmless!!")
+    response = await post(base_url, "signed", tampered, headers)
+    assert response.status_code == 403
+    assert response.json()["error"] == "signature_mismatch"
+
+
+async def test_hmac_wrong_secret_is_forbidden(base_url):
+    response = await post(base_url, "signed", ALERT, signed_headers(ALERT, key="other"))
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize("offset", [-301, 301])
+async def test_hmac_stale_timestamp(base_url, offset):
+    headers = signed_headers(ALERT, at=time.time() + offset)
+    response = await post(base_url, "signed", ALERT, headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "stale_timestamp"
+
+
+async def test_hmac_timestamp_not_a_number(base_url):
+    headers = signed_headers(ALERT)
+    headers["X-Kubesoar-Timestamp"] = "yesterday"
+    response = await post(base_url, "signed", ALERT, headers)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_timestamp"
+
+
+async def test_both_methods_are_required_when_both_are_set(base_url):
+    timestamp = str(int(time.time()))
+    signature = sign(HMAC_KEY.encode(), timestamp, ALERT)
+    only_hmac = {"X-Ts": timestamp, "X-Sig": signature}
+    response = await post(base_url, "both", ALERT, only_hmac)
+    assert response.status_code == 401
+    assert response.json()["error"] == "missing_credentials"
+    only_bearer = {"Authorization": f"Bearer {TOKEN}"}
+    response = await post(base_url, "both", ALERT, only_bearer)
+    assert response.status_code == 401
+    assert response.json()["error"] == "missing_signature"
+    response = await post(base_url, "both", ALERT, {**only_hmac, **only_bearer})
+    assert response.status_code == 202, response.text
+
+
+async def test_a_failed_request_releases_its_signature(router_server):
+    """A 503 (here: no runtime for a matched Playbook) must not burn the signature,
+    so the sender can retry the very same signed request."""
+    from router_objects import playbook
+
+    router = router_with_sources()
+    state = router.snapshot.get("tenant-a")
+    router.snapshot.put(
+        build_namespace(
+            "tenant-a",
+            alertsources=[
+                alertsource(
+                    "signed",
+                    spec={"auth": {"hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}},
+                )
+            ],
+            secrets={"ingest": {"hmac": HMAC_KEY.encode()}},
+            playbooks=[playbook("catch-all", [{"name": "all", "trigger": "webhook"}])],
+        )
+    )
+    assert state is not None
+    base_url = await router_server(router)
+    headers = signed_headers(ALERT)
+    first = await post(base_url, "signed", ALERT, headers)
+    assert first.status_code == 503
+    again = await post(base_url, "signed", ALERT, headers)
+    assert again.json()["error"] == "delivery_failed"  # not "replayed_request"
+
+
+def test_replay_cache_is_bounded_and_expires():
+    cache = ReplayCache(max_entries=3)
+    for index in range(5):
+        assert cache.reserve(bytes([index]), expires_at=100.0, now=0.0)
+    assert len(cache) == 3
+    assert not cache.reserve(bytes([4]), expires_at=100.0, now=1.0)
+    assert cache.reserve(bytes([4]), expires_at=300.0, now=101.0)  # the window ended
+    assert len(cache) == 1
