@@ -18,7 +18,9 @@ __all__ = [
     "MAX_ATTEMPTS_PER_RUN",
     "CorrelationFilter",
     "RunContext",
+    "bind_log_ids",
     "current_context",
+    "unbind_log_ids",
 ]
 
 T = TypeVar("T")
@@ -28,6 +30,18 @@ MAX_ATTEMPTS_PER_RUN: Final = 1000
 DEFAULT_HTTP_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
 
 _current: ContextVar[RunContext | None] = ContextVar("kubesoar_run_context", default=None)
+# (run id, correlation id) for log lines of a run outside any entry point's
+# context (the engine's own lines about the run).
+_log_ids: ContextVar[tuple[str, str]] = ContextVar("kubesoar_log_ids", default=("", ""))
+
+
+def bind_log_ids(run_id: str, correlation_id: str) -> Any:
+    """Tag log lines of this task with a run's ids; returns a reset token."""
+    return _log_ids.set((run_id, correlation_id))
+
+
+def unbind_log_ids(token: Any) -> None:
+    _log_ids.reset(token)
 
 
 def current_context() -> RunContext | None:
@@ -41,8 +55,10 @@ class CorrelationFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = _current.get()
-        record.correlation_id = ctx.correlation_id if ctx else ""
-        record.run_id = ctx.run_id if ctx else ""
+        if ctx is not None:
+            record.run_id, record.correlation_id = ctx.run_id, ctx.correlation_id
+        else:
+            record.run_id, record.correlation_id = _log_ids.get()
         return True
 
 

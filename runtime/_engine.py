@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import httpx
 from kubesoar._alert import Alert
-from kubesoar._context import RunContext
+from kubesoar._context import RunContext, bind_log_ids, unbind_log_ids
 from kubesoar._jsonsafe import json_safe
 from kubesoar._sdk import EntryPoint
 
@@ -174,11 +174,16 @@ class Engine:
     def get(self, run_id: str) -> Run | None:
         return self._history.get(run_id)
 
+    def history(self) -> list[Run]:
+        return list(self._history.values())
+
     async def execute(self, run: Run) -> Run:
         """Run each entry point in order; one failing does not stop the rest."""
         run.status = "running"
         run.started = _now()
         clock = time.perf_counter()
+        log_token = bind_log_ids(run.id, run.correlation_id)
+        log.info("run %s started: %s", run.id, ", ".join(e.name for e in run.entry_points))
         try:
             for entry in run.entry_points:
                 run.results.append(await self._run_entry(run, entry))
@@ -194,6 +199,8 @@ class Engine:
             if failed and run.error is None:
                 run.error = f"{failed[0]['name']}: {failed[0].get('error')}"
             self._count(run)
+            log.info("run %s %s in %.3fs", run.id, run.status, run.duration_seconds)
+            unbind_log_ids(log_token)
         return run
 
     def _count(self, run: Run) -> None:

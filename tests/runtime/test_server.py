@@ -1,0 +1,353 @@
+"""The runtime server over real HTTP on loopback: the report and probes,
+400s with reasons, idempotent replays, backpressure (429), load errors, and
+SIGTERM draining of a real `python -m kubesoar runtime` subprocess with no
+accepted run lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubesoar._server import RuntimeServer
+from kubesoar._settings import RuntimeSettings
+
+GATED_MODULE = """\
+import asyncio
+from kubesoar import action, playbook
+
+gate = asyncio.Event()
+calls = []
+
+@action(name="vt.lookup", retries=1, retry_backoff=0.0)
+async def lookup(ip):
+    if not calls.count(ip):
+        calls.append(ip)
+        raise ConnectionError("first try fails")
+    return {"ip": ip, "malicious": False}
+
+@playbook("webhook", conditions={"severity": ["high", "critical"]}, order=1,
+          description="enrich high alerts")
+async def enrich(alert, ctx):
+    await gate.wait()
+    return [await lookup(ip) for ip in alert.iocs.ips]
+
+@playbook("webhook", conditions={"tags": "never"}, order=2)
+async def unmatched(alert):
+    return "ran"
+"""
+
+
+def _settings(tmp_path: Path, module: str, **overrides: Any) -> RuntimeSettings:
+    env = {
+        "KUBESOAR_WORKSPACE": str(tmp_path),
+        "KUBESOAR_MODULE": module,
+        "KUBESOAR_COMMIT": "abc123",
+        "KUBESOAR_PORT": "0",
+        "KUBESOAR_SECRETS_DIR": str(tmp_path / "secrets"),
+        **{f"KUBESOAR_{k.upper()}": str(v) for k, v in overrides.items()},
+    }
+    return RuntimeSettings.from_env(env)
+
+
+@pytest.fixture
+async def start_runtime(
+    tmp_path: Path, write_module: Callable[[str, str], Path]
+) -> AsyncIterator[Callable[..., Any]]:
+    servers: list[RuntimeServer] = []
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(
+        module: str, code: str, **overrides: Any
+    ) -> tuple[RuntimeServer, httpx.AsyncClient]:
+        write_module(module, code)
+        server = RuntimeServer(_settings(tmp_path, module, **overrides))
+        await server.start()
+        servers.append(server)
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=10)
+        clients.append(client)
+        return server, client
+
+    yield start
+    for client in clients:
+        await client.aclose()
+    for server in servers:
+        module = sys.modules.get(server.settings.module)
+        if module is not None and hasattr(module, "gate"):
+            module.gate.set()
+        await server.stop()
+
+
+def _run_body(key: str, **alert: Any) -> dict[str, Any]:
+    return {
+        "idempotencyKey": key,
+        "correlationId": f"corr-{key}",
+        "alert": {"severity": "high", "iocs": {"ips": ["10.0.0.1"]}, **alert},
+        "playbooks": None,
+    }
+
+
+async def _wait_status(client: httpx.AsyncClient, run_id: str, wanted: set[str]) -> dict[str, Any]:
+    for _ in range(500):
+        run = (await client.get(f"/v1/runs/{run_id}")).json()
+        if run["status"] in wanted:
+            return run
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"run {run_id} never reached {wanted}: {run}")
+
+
+async def test_report_probes_and_a_full_run(start_runtime: Any) -> None:
+    _, client = await start_runtime("served_ok", GATED_MODULE)
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
+    report = (await client.get("/v1/report")).json()
+    assert report == {
+        "commit": "abc123",
+        "module": "served_ok",
+        "entryPoints": [
+            {
+                "name": "enrich",
+                "trigger": "webhook",
+                "conditions": {"severity": ["high", "critical"]},
+                "order": 1,
+                "priority": 0,
+                "description": "enrich high alerts",
+            },
+            {
+                "name": "unmatched",
+                "trigger": "webhook",
+                "conditions": {"tags": "never"},
+                "order": 2,
+                "priority": 0,
+                "description": "",
+            },
+        ],
+        "loadError": None,
+        "runs": {"total": 0, "succeeded": 0, "failed": 0, "lastRunTime": None, "lastError": None},
+    }
+    sys.modules["served_ok"].gate.set()
+    answer = await client.post("/v1/runs", json=_run_body("k1"))
+    assert answer.status_code == 202
+    accepted = answer.json()
+    assert accepted["accepted"] == ["enrich"]
+    run = await _wait_status(client, accepted["runId"], {"succeeded", "failed"})
+    assert run["status"] == "succeeded"
+    assert run["correlationId"] == "corr-k1"
+    assert run["results"][0]["result"] == [{"ip": "10.0.0.1", "malicious": False}]
+    assert [(a["action"], a["attempt"], a["status"]) for a in run["actions"]] == [
+        ("vt.lookup", 1, "failed"),
+        ("vt.lookup", 2, "succeeded"),
+    ]
+    # Nothing matches a low alert: accepted by nobody, no run.
+    low = await client.post("/v1/runs", json=_run_body("k2", severity="low"))
+    assert low.status_code == 202 and low.json() == {"runId": None, "accepted": []}
+    # Named delivery runs exactly those entry points.
+    named = await client.post("/v1/runs", json={**_run_body("k3"), "playbooks": ["unmatched"]})
+    assert named.json()["accepted"] == ["unmatched"]
+    await _wait_status(client, named.json()["runId"], {"succeeded"})
+    report = (await client.get("/v1/report")).json()
+    assert report["runs"]["total"] == 2 and report["runs"]["succeeded"] == 2
+    metrics = (await client.get("/metrics")).text
+    assert 'kubesoar_runs_total{status="succeeded"} 2.0' in metrics
+    assert 'kubesoar_action_attempts_total{action="vt.lookup",status="failed"} 1.0' in metrics
+    assert (await client.get("/v1/runs/nope")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "message"),
+    [
+        (b"{not json", 400, "invalid_json", "not valid JSON"),
+        (b"[]", 400, "invalid_body", "must be a JSON object"),
+        (json.dumps({"alert": {}}).encode(), 400, "invalid_field", "idempotencyKey is required"),
+        (
+            json.dumps({"idempotencyKey": "k", "alert": "x"}).encode(),
+            400,
+            "invalid_field",
+            "alert must be a JSON object",
+        ),
+        (
+            json.dumps({"idempotencyKey": "k", "alert": {"severity": "urgent"}}).encode(),
+            400,
+            "invalid_alert",
+            "alert.severity",
+        ),
+        (
+            json.dumps({"idempotencyKey": "k", "alert": {}, "playbooks": "enrich"}).encode(),
+            400,
+            "invalid_field",
+            "playbooks must be null or a list",
+        ),
+        (
+            json.dumps({"idempotencyKey": "k", "alert": {}, "playbooks": ["ghost"]}).encode(),
+            400,
+            "unknown_playbooks",
+            "unknown entry points: ghost",
+        ),
+        (
+            json.dumps({"idempotencyKey": "k" * 300, "alert": {}}).encode(),
+            400,
+            "invalid_field",
+            "idempotencyKey must be a string",
+        ),
+        (b"{" + b" " * 5000 + b"}", 413, "body_too_large", "larger than 4096 bytes"),
+    ],
+)
+async def test_bad_requests_get_a_reason(
+    start_runtime: Any, body: bytes, status: int, code: str, message: str
+) -> None:
+    _, client = await start_runtime("served_bad", GATED_MODULE, max_body_bytes=4096)
+    answer = await client.post(
+        "/v1/runs", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == status
+    assert answer.json()["error"] == code
+    assert message in answer.json()["message"]
+
+
+async def test_replay_returns_first_answer_and_runs_once(start_runtime: Any) -> None:
+    _, client = await start_runtime("served_replay", GATED_MODULE)
+    module = sys.modules["served_replay"]
+    first, second = await asyncio.gather(
+        client.post("/v1/runs", json=_run_body("same")),
+        client.post("/v1/runs", json=_run_body("same")),
+    )
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    module.gate.set()
+    await _wait_status(client, first.json()["runId"], {"succeeded"})
+    third = await client.post("/v1/runs", json=_run_body("same", severity="critical"))
+    assert third.json() == first.json()
+    report = (await client.get("/v1/report")).json()
+    assert report["runs"]["total"] == 1
+    assert module.calls == ["10.0.0.1"]  # one run, not three
+
+
+async def test_full_queue_is_429_with_retry_after(start_runtime: Any) -> None:
+    _, client = await start_runtime("served_busy", GATED_MODULE, concurrency=1, queue_size=1)
+    running = (await client.post("/v1/runs", json=_run_body("a"))).json()
+    await _wait_status(client, running["runId"], {"running"})
+    queued = await client.post("/v1/runs", json=_run_body("b"))
+    assert queued.status_code == 202
+    refused = await client.post("/v1/runs", json=_run_body("c"))
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"] == "queue_full"
+    assert "kubesoar_queue_depth 1.0" in (await client.get("/metrics")).text
+    # A refusal is not remembered: the retry is admitted once there is room.
+    sys.modules["served_busy"].gate.set()
+    await _wait_status(client, queued.json()["runId"], {"succeeded"})
+    retried = await client.post("/v1/runs", json=_run_body("c"))
+    assert retried.status_code == 202 and retried.json()["accepted"] == ["enrich"]
+
+
+async def test_load_error_is_reported_and_not_ready(start_runtime: Any) -> None:
+    _, client = await start_runtime("served_broken", "import os\n\nraise KeyError('API_URL')\n")
+    ready = await client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["message"] == "module not loaded"
+    report = (await client.get("/v1/report")).json()
+    assert report["loadError"] == {
+        "type": "KeyError",
+        "message": "'API_URL'",
+        "file": "served_broken.py",
+        "line": 3,
+    }
+    assert report["entryPoints"] == []
+    refused = await client.post("/v1/runs", json=_run_body("x"))
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+
+
+DRAIN_MODULE = """\
+import asyncio, os, pathlib
+from kubesoar import playbook
+
+OUT = pathlib.Path(os.environ["DRAIN_TEST_DIR"])
+
+@playbook("webhook")
+async def slow(alert):
+    # Hold every run until the test releases them, so the drain has work.
+    while not (OUT / "release").exists():
+        await asyncio.sleep(0.02)
+    (OUT / f"done-{alert.id}").write_text("ok")
+    return alert.id
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_sigterm_drains_a_real_subprocess(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "drainer.py").write_text(DRAIN_MODULE)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KUBESOAR_WORKSPACE": str(tmp_path),
+        "KUBESOAR_MODULE": "drainer",
+        "KUBESOAR_POD_IP": "127.0.0.1",
+        "KUBESOAR_PORT": str(port),
+        "KUBESOAR_CONCURRENCY": "1",
+        "KUBESOAR_QUEUE_SIZE": "10",
+        "KUBESOAR_DRAIN_SECONDS": "30",
+        "DRAIN_TEST_DIR": str(tmp_path),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kubesoar", "runtime"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            for _ in range(500):
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                await asyncio.sleep(0.02)
+            accepted = []
+            for index in range(3):
+                body = {"idempotencyKey": f"d{index}", "alert": {"id": f"alert-{index}"}}
+                answer = await client.post("/v1/runs", json=body)
+                assert answer.status_code == 202
+                accepted.append(answer.json()["runId"])
+            process.send_signal(signal.SIGTERM)
+            for _ in range(500):
+                if (await client.get("/readyz")).status_code == 503:
+                    break
+                await asyncio.sleep(0.01)
+            assert (await client.get("/readyz")).json()["message"] == "draining"
+            late = await client.post("/v1/runs", json={"idempotencyKey": "late", "alert": {}})
+            assert late.status_code == 503
+            # A replay of an accepted key still gets its first answer.
+            replay = await client.post("/v1/runs", json={"idempotencyKey": "d0", "alert": {}})
+            assert replay.status_code == 202 and replay.json()["runId"] == accepted[0]
+            (tmp_path / "release").write_text("go")
+        returncode = await asyncio.to_thread(process.wait, 30)
+        assert returncode == 0
+        done = sorted(p.name for p in tmp_path.glob("done-*"))
+        assert done == ["done-alert-0", "done-alert-1", "done-alert-2"]
+        logs = process.stderr.read().decode() if process.stderr else ""
+        lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+        assert any(line["message"].startswith("listening on 127.0.0.1") for line in lines)
+        assert any(line.get("correlationId") for line in lines)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr:
+            process.stderr.close()
