@@ -1,0 +1,150 @@
+"""Container environment: env, envFrom, the downward API, and path rewriting.
+
+Processes are not chrooted, so a path inside a volume's mountPath means the
+volume's folder on this machine: every command word, argument, env value and
+workingDir that equals or starts with a mountPath is rewritten to that folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+class ContainerConfigError(Exception):
+    """A referenced Secret/ConfigMap/key is missing: the container cannot start yet."""
+
+    reason = "CreateContainerConfigError"
+
+
+class ObjectSource(Protocol):
+    async def secret(self, name: str) -> dict[str, Any] | None: ...
+    async def config_map(self, name: str) -> dict[str, Any] | None: ...
+
+
+_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion: unknown references stay as written, `$$` is `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return _VAR_REF.sub(replace, value)
+
+
+def field_value(pod: Mapping[str, Any], field_path: str, pod_ip: str) -> str:
+    meta, spec = pod["metadata"], pod["spec"]
+    simple = {
+        "metadata.name": meta.get("name", ""),
+        "metadata.namespace": meta.get("namespace", ""),
+        "metadata.uid": meta.get("uid", ""),
+        "spec.nodeName": spec.get("nodeName", ""),
+        "spec.serviceAccountName": spec.get("serviceAccountName", ""),
+        "status.podIP": pod_ip,
+        "status.podIPs": pod_ip,
+        "status.hostIP": "127.0.0.1",
+        "status.hostIPs": "127.0.0.1",
+    }
+    if field_path in simple:
+        return str(simple[field_path])
+    match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", field_path)
+    if match:
+        return str(meta.get(match.group(1), {}).get(match.group(2), ""))
+    if field_path in {"metadata.labels", "metadata.annotations"}:
+        items = meta.get(field_path.split(".")[1], {})
+        return "\n".join(f'{k}="{v}"' for k, v in sorted(items.items()))
+    raise ContainerConfigError(f"unsupported fieldRef fieldPath {field_path!r}")
+
+
+def _decoded(obj: Mapping[str, Any], kind: str) -> dict[str, str]:
+    if kind == "Secret":
+        return {k: base64.b64decode(v).decode() for k, v in (obj.get("data") or {}).items()}
+    data = dict(obj.get("data") or {})
+    for key, value in (obj.get("binaryData") or {}).items():
+        data[key] = base64.b64decode(value).decode(errors="replace")
+    return data
+
+
+async def _lookup(source: ObjectSource, kind: str, name: str) -> dict[str, str] | None:
+    obj = await (source.secret(name) if kind == "Secret" else source.config_map(name))
+    return None if obj is None else _decoded(obj, kind)
+
+
+async def resolve_env(
+    pod: Mapping[str, Any],
+    container: Mapping[str, Any],
+    pod_ip: str,
+    source: ObjectSource,
+    base: Mapping[str, str],
+) -> dict[str, str]:
+    env = dict(base)
+    for from_ in container.get("envFrom") or []:
+        kind, ref = (
+            ("Secret", from_["secretRef"])
+            if "secretRef" in from_
+            else ("ConfigMap", from_["configMapRef"])
+        )
+        data = await _lookup(source, kind, ref["name"])
+        if data is None:
+            if ref.get("optional"):
+                continue
+            raise ContainerConfigError(f'{kind.lower()} "{ref["name"]}" not found')
+        prefix = from_.get("prefix", "")
+        env.update({prefix + k: v for k, v in data.items()})
+    for var in container.get("env") or []:
+        name = var["name"]
+        if "value" in var or "valueFrom" not in var:
+            env[name] = expand(var.get("value", ""), env)
+            continue
+        value_from = var["valueFrom"]
+        if "fieldRef" in value_from:
+            env[name] = field_value(pod, value_from["fieldRef"]["fieldPath"], pod_ip)
+        elif "secretKeyRef" in value_from or "configMapKeyRef" in value_from:
+            kind = "Secret" if "secretKeyRef" in value_from else "ConfigMap"
+            ref = value_from["secretKeyRef" if kind == "Secret" else "configMapKeyRef"]
+            data = await _lookup(source, kind, ref["name"])
+            if data is None or ref["key"] not in data:
+                if ref.get("optional"):
+                    continue
+                what = f'{kind.lower()} "{ref["name"]}"'
+                raise ContainerConfigError(
+                    f"{what} not found"
+                    if data is None
+                    else f"couldn't find key {ref['key']} in {what}"
+                )
+            env[name] = data[ref["key"]]
+        elif "resourceFieldRef" in value_from:
+            # Resource limits are not enforced here; report what the spec says.
+            resource = value_from["resourceFieldRef"]["resource"]
+            group, _, res = resource.partition(".")
+            env[name] = str(container.get("resources", {}).get(group, {}).get(res, "0"))
+        else:
+            raise ContainerConfigError(f"unsupported valueFrom for env {name}")
+    return env
+
+
+class PathRewriter:
+    """Maps in-container paths under a mountPath to the volume's folder on this machine."""
+
+    def __init__(self, mounts: Sequence[tuple[str, str]]) -> None:
+        # Longest mountPath first, so that nested mounts win over their parents.
+        self._mounts = sorted(
+            ((m.rstrip("/") or "/", h) for m, h in mounts), key=lambda m: len(m[0]), reverse=True
+        )
+
+    def rewrite(self, value: str) -> str:
+        for mount_path, host_path in self._mounts:
+            if mount_path == "/":
+                continue
+            if value == mount_path or value.startswith(mount_path + "/"):
+                return host_path + value[len(mount_path) :]
+        return value
+
+    def rewrite_all(self, values: Sequence[str]) -> list[str]:
+        return [self.rewrite(v) for v in values]
