@@ -1,0 +1,25 @@
+"""Fixtures of the packaging tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging_support import helm_path, render
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> Path:
+    return helm_path()
+
+
+@pytest.fixture(scope="session")
+def chart(helm_bin: Path) -> Callable[..., list[dict[str, Any]]]:
+    """chart(values, release=..., namespace=..., crds=False) -> rendered objects."""
+
+    def _render(values: dict[str, Any] | None = None, **kw: Any) -> list[dict[str, Any]]:
+        return render(helm_bin, values, **kw)
+
+    return _render
