@@ -21,6 +21,7 @@ RUNTIME_UID = 65532
 MAX_DRAIN_SECONDS = 120
 ANNOTATION_COMMIT = "kubesoar.dev/commit"
 ANNOTATION_DIGEST = "kubesoar.dev/digest"
+ANNOTATION_REVISION = "kubesoar.dev/revision"
 DEFAULT_REQUESTS = {"cpu": "50m", "memory": "64Mi"}
 DEFAULT_LIMITS = {"cpu": "500m", "memory": "256Mi"}
 
@@ -223,7 +224,11 @@ def deployment(ctx: RenderContext) -> dict[str, Any]:
                 "metadata": {
                     "labels": labels(ctx.name),
                     # A new commit or artifact changes the template, which rolls the pods.
-                    "annotations": {ANNOTATION_COMMIT: ctx.commit, ANNOTATION_DIGEST: ctx.digest},
+                    "annotations": {
+                        ANNOTATION_COMMIT: ctx.commit,
+                        ANNOTATION_DIGEST: ctx.digest,
+                        ANNOTATION_REVISION: ctx.revision,
+                    },
                 },
                 "spec": pod_spec,
             },

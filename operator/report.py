@@ -108,7 +108,8 @@ def aggregate(reports: Iterable[PodReport], commit: str) -> Summary:
         report = item.report
         if report is None:
             continue
-        runs = report.get("runs") if isinstance(report.get("runs"), Mapping) else {}
+        raw_runs = report.get("runs")
+        runs: Mapping[str, Any] = raw_runs if isinstance(raw_runs, Mapping) else {}
         for key in ("total", "succeeded", "failed"):
             summary.runs[key] += _int(runs.get(key))
         run_time = runs.get("lastRunTime")

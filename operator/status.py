@@ -1,0 +1,199 @@
+"""Summarise one reconcile into the Playbook's status, in one place.
+
+`summarise` is pure: it takes what the reconcile observed and the previous
+status, and returns the new status (conditions merged so unchanged ones keep
+their `lastTransitionTime`) plus the transitions worth an Event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubesoar.operator import conditions as c
+from kubesoar.operator.report import PodState, Summary, describe_load_error
+
+
+@dataclass(frozen=True)
+class SourceState:
+    url: str  # already cleaned of credentials
+    revision: str
+    commit: str
+    digest: str  # hex sha256
+    resolved_at: str
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The Deployment's view, plus the pods'."""
+
+    exists: bool
+    desired: int
+    commit: str = ""  # what the Deployment's pod template pins
+    revision: str = ""
+    generation_observed: bool = False
+    replicas: int = 0
+    updated: int = 0
+    ready: int = 0
+    pods: tuple[PodState, ...] = ()
+
+
+@dataclass
+class Observation:
+    generation: int
+    spec_error: str | None = None
+    source: SourceState | None = None
+    source_error: tuple[str, str] | None = None  # (reason, sanitised message)
+    apply_error: str | None = None
+    rollout: RolloutState | None = None
+    summary: Summary = field(default_factory=Summary)
+    endpoint: str | None = None
+    requested_at: str | None = None
+
+
+@dataclass
+class Transition:
+    warning: bool
+    message: str
+
+
+def _runtime_condition(obs: Observation, gen: int) -> dict[str, Any]:
+    rollout, summary = obs.rollout, obs.summary
+    if obs.apply_error:
+        return c.make(c.RUNTIME_READY, False, c.APPLY_FAILED, obs.apply_error, gen)
+    if rollout is None or not rollout.exists:
+        return c.make(c.RUNTIME_READY, False, c.PROGRESSING, "waiting for the Deployment", gen)
+    if summary.load_error:
+        message = describe_load_error(summary.load_error)
+        return c.make(c.RUNTIME_READY, False, c.LOAD_FAILED, message, gen)
+    problems = [f"pod {p.name}: {p.problem}" for p in rollout.pods if p.problem]
+    if problems:
+        return c.make(c.RUNTIME_READY, False, c.RUNTIME_UNAVAILABLE, "; ".join(problems), gen)
+    done = (
+        (obs.source is None or rollout.commit == obs.source.commit)
+        and rollout.generation_observed
+        and rollout.updated >= rollout.desired
+        and rollout.ready >= rollout.desired
+        and rollout.replicas == rollout.desired
+    )
+    counts = f"{rollout.ready}/{rollout.desired} pods ready"
+    if not done:
+        return c.make(c.RUNTIME_READY, False, c.ROLLING_OUT, f"{counts}, rolling out", gen)
+    if rollout.desired > 0 and summary.reports_at_commit == 0:
+        return c.make(
+            c.RUNTIME_READY, False, c.PROGRESSING, f"{counts}, waiting for the runtime report", gen
+        )
+    return c.make(c.RUNTIME_READY, True, c.SUCCEEDED, f"{counts} at {rollout.revision}", gen)
+
+
+def summarise(
+    obs: Observation, previous: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], list[Transition]]:
+    prev = dict(previous or {})
+    prev_conditions = prev.get("conditions") or []
+    gen = obs.generation
+    status: dict[str, Any] = {"observedGeneration": gen}
+    if obs.requested_at is not None:
+        status["lastHandledReconcileAt"] = obs.requested_at
+
+    if obs.spec_error:
+        # Nothing else is re-evaluated: keep the last known SourceReady/RuntimeReady.
+        kept = [
+            dict(x) for x in prev_conditions if x.get("type") in (c.SOURCE_READY, c.RUNTIME_READY)
+        ]
+        current = [
+            c.make(c.READY, False, c.INVALID_SPEC, obs.spec_error, gen),
+            c.make(c.STALLED, True, c.INVALID_SPEC, obs.spec_error, gen),
+            *kept,
+        ]
+        status["conditions"] = c.merge(prev_conditions, current)
+        return status, _transitions(prev, status)
+
+    if obs.source_error:
+        reason, message = obs.source_error
+        source_cond = c.make(c.SOURCE_READY, False, reason, message, gen)
+    elif obs.source is not None:
+        source_cond = c.make(
+            c.SOURCE_READY, True, c.SUCCEEDED, f"stored artifact for {obs.source.revision}", gen
+        )
+    else:
+        source_cond = c.make(c.SOURCE_READY, False, c.PROGRESSING, "resolving the source", gen)
+    runtime_cond = _runtime_condition(obs, gen)
+
+    if source_cond["status"] == "False":
+        ready = c.make(c.READY, False, source_cond["reason"], source_cond["message"], gen)
+    elif runtime_cond["status"] == "False":
+        ready = c.make(c.READY, False, runtime_cond["reason"], runtime_cond["message"], gen)
+    else:
+        assert obs.source is not None
+        ready = c.make(c.READY, True, c.SUCCEEDED, f"running {obs.source.revision}", gen)
+    current = [ready, source_cond, runtime_cond]
+    if runtime_cond["reason"] in (c.ROLLING_OUT, c.PROGRESSING) or (
+        source_cond["reason"] == c.PROGRESSING
+    ):
+        waiting = runtime_cond if runtime_cond["reason"] != c.SUCCEEDED else source_cond
+        current.append(c.make(c.RECONCILING, True, waiting["reason"], waiting["message"], gen))
+    status["conditions"] = c.merge(prev_conditions, current)
+
+    if obs.source is not None:
+        status["source"] = {
+            "url": obs.source.url,
+            "revision": obs.source.revision,
+            "commit": obs.source.commit,
+            "digest": f"sha256:{obs.source.digest}",
+            "lastResolvedTime": obs.source.resolved_at,
+        }
+    if obs.rollout is not None:
+        status["replicas"] = obs.rollout.replicas
+        status["readyReplicas"] = obs.rollout.ready
+    if obs.endpoint:
+        status["endpoint"] = obs.endpoint
+    if obs.summary.reports_at_commit:
+        status["playbooks"] = obs.summary.entry_points
+    if obs.summary.runs:
+        status["runs"] = obs.summary.runs
+    # Merge-patch semantics: None removes a stale load error.
+    status["loadError"] = obs.summary.load_error
+    return status, _transitions(prev, status)
+
+
+def _transitions(prev: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transition]:
+    out: list[Transition] = []
+    before = prev.get("conditions") or []
+    after = new.get("conditions") or []
+    old_rev = (prev.get("source") or {}).get("revision")
+    new_rev = (new.get("source") or {}).get("revision")
+    if new_rev and new_rev != old_rev:
+        out.append(
+            Transition(False, f"new revision {new_rev}" + (f" (was {old_rev})" if old_rev else ""))
+        )
+    for type_, label in (
+        (c.SOURCE_READY, "source"),
+        (c.RUNTIME_READY, "runtime"),
+        (c.STALLED, "spec"),
+    ):
+        cond = c.find(after, type_)
+        old = c.find(before, type_)
+        failing = cond is not None and (
+            (type_ == c.STALLED and cond["status"] == "True")
+            or (type_ != c.STALLED and cond["status"] == "False")
+        )
+        changed = (
+            old is None
+            or old.get("status") != cond.get("status")
+            or old.get("reason") != cond.get("reason")
+            if cond
+            else False
+        )
+        if (
+            failing
+            and changed
+            and cond is not None
+            and cond["reason"] not in (c.PROGRESSING, c.ROLLING_OUT)
+        ):
+            out.append(Transition(True, f"{label} failed ({cond['reason']}): {cond['message']}"))
+    if c.is_true(after, c.READY) and not c.is_true(before, c.READY):
+        ready = c.find(after, c.READY)
+        out.append(Transition(False, f"ready: {ready['message'] if ready else ''}"))
+    return out
