@@ -40,7 +40,6 @@ DELIVERY_RETRY_AFTER = 5
 SUSPENDED_RETRY_AFTER = 60
 
 
-
 @dataclass
 class Router:
     """State the ingest handler needs besides the snapshot."""
@@ -108,7 +107,7 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise IngestError(400, "malformed_json", "the body is empty; send a JSON object")
     try:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise IngestError(400, "malformed_json", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

@@ -7,9 +7,10 @@ which is always kept whole). A payload of the wrong shape raises
 
 Severity mapping (the Alert's scale is info < low < medium < high < critical):
 
-- generic: `severity`, the scale's names in any case; `informational` -> info,
-  `moderate` -> medium; missing or unknown -> medium.
-- elastic: `kibana.alert.severity` (names as above), else `kibana.alert.risk_score`:
+- generic: `severity` as the runtime folds it (`kubesoar.normalize_severity`: the
+  five names in any case, informational, moderate, warning, error, fatal..., or 0-4);
+  missing -> medium; an unknown word is a 400.
+- elastic: `kibana.alert.severity` (names as above, unknown -> medium), else `kibana.alert.risk_score`:
   0-21 low, 22-47 medium, 48-73 high, 74-100 critical.
 - splunk: `result.severity`, else `result.urgency` (Splunk ES); names as above.
 - defender: `severity`: informational -> info, low, medium, high; unknown -> medium.
@@ -22,19 +23,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from kubesoar import Alert, normalize_severity
 from kubesoar._conditions import MISSING, lookup_path
-from kubesoar import Alert
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
 DEFAULT_SEVERITY = "medium"
-_SEVERITY_ALIASES = {
-    "informational": "info",
-    "information": "info",
-    "moderate": "medium",
-    "med": "medium",
-    "crit": "critical",
-    "unknown": DEFAULT_SEVERITY,
-}
 _HASH = re.compile(r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
 MAX_TEXT = 10_000
 IOC_KINDS = ("ips", "domains", "hashes", "urls")
@@ -49,12 +41,20 @@ Fields = dict[str, Any]
 
 
 def severity_from_name(value: Any) -> str:
-    if not isinstance(value, str):
+    """The runtime's vocabulary (`normalize_severity`); anything else -> medium."""
+    try:
+        return normalize_severity(value)
+    except ValueError:
         return DEFAULT_SEVERITY
-    name = value.strip().lower()
-    if name in SEVERITIES:
-        return name
-    return _SEVERITY_ALIASES.get(name, DEFAULT_SEVERITY)
+
+
+def _strict_severity(value: Any) -> str:
+    if value is None:
+        return DEFAULT_SEVERITY
+    try:
+        return normalize_severity(value)
+    except ValueError as exc:
+        raise NormaliseError(f"severity: {exc}") from None
 
 
 def severity_from_risk_score(score: Any) -> str:
@@ -136,7 +136,7 @@ def normalise_generic(payload: Mapping[str, Any]) -> Fields:
         "source_id": _text(payload.get("source_id")) or _text(payload.get("id")),
         "title": title,
         "description": _text(payload.get("description")) or "",
-        "severity": severity_from_name(payload.get("severity")),
+        "severity": _strict_severity(payload.get("severity")),
         "status": _text(payload.get("status")) or "new",
         "source_ip": _text(payload.get("source_ip")),
         "dest_ip": _text(payload.get("dest_ip")),

@@ -52,7 +52,21 @@ class RuntimeProcess:
         return httpx.get(f"{self.url}/v1/report", timeout=5).json()
 
     def runs_total(self) -> int:
+        """Finished runs (the runtime counts a run when it ends; wait for yours first)."""
         return int(self.report()["runs"]["total"])
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """The run once it finished (polled, at most 10 s), or None if this runtime
+        never had it."""
+        deadline = time.monotonic() + 10
+        while True:
+            response = httpx.get(f"{self.url}/v1/runs/{run_id}", timeout=5)
+            if response.status_code == 404:
+                return None
+            run: dict[str, Any] = response.json()
+            if run["status"] in {"succeeded", "failed"} or time.monotonic() > deadline:
+                return run
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -7,10 +7,9 @@ import time
 
 import httpx
 import pytest
-from router_objects import alertsource, new_router, secret
-
 from kubesoar.operator.router.auth import ReplayCache, sign
 from kubesoar.operator.router.snapshot import build_namespace
+from router_objects import alertsource, new_router
 
 TOKEN = "s3cret-token-value"
 HMAC_KEY = "hmac-shared-secret"
