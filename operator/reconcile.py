@@ -80,6 +80,8 @@ class _State:
     retry_at: float = 0.0
     applied: str = ""
     digests: list[str] = field(default_factory=list)
+    # The status this operator last wrote; fresher than a body a timer was handed.
+    last_status: dict[str, Any] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -130,7 +132,7 @@ class Reconciler:
     def _reconcile(self, body: Mapping[str, Any], state: _State) -> Outcome:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        previous: Mapping[str, Any] = body.get("status") or {}
+        previous: Mapping[str, Any] = state.last_status or body.get("status") or {}
         requested = (meta.get("annotations") or {}).get(REQUESTED_AT)
         forced = requested is not None and requested != previous.get("lastHandledReconcileAt")
         obs = Observation(
@@ -143,6 +145,7 @@ class Reconciler:
         except InvalidSpec as exc:
             obs.spec_error = str(exc)
             status, transitions = self._publish(namespace, name, obs, previous)
+            state.last_status = {**previous, **status}
             return Outcome(status, transitions, invalid_spec=obs.spec_error)
         if spec.suspend:
             status = {"observedGeneration": obs.generation}
@@ -154,6 +157,7 @@ class Reconciler:
             retry_in = self._apply(body, spec, state, obs) or retry_in
         self._observe(namespace, name, spec, obs)
         status, transitions = self._publish(namespace, name, obs, previous)
+        state.last_status = {**previous, **status}
         return Outcome(status, transitions, retry_in=retry_in)
 
     # --- steps -------------------------------------------------------------

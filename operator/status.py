@@ -54,7 +54,10 @@ class Observation:
 
 @dataclass
 class Transition:
+    """A change worth a Kubernetes Event."""
+
     warning: bool
+    reason: str  # NewRevision, Ready, SourceFailed, RuntimeFailed, InvalidSpec
     message: str
 
 
@@ -158,6 +161,13 @@ def summarise(
     return status, _transitions(prev, status)
 
 
+_FAILURE_EVENTS = {
+    c.SOURCE_READY: "SourceFailed",
+    c.RUNTIME_READY: "RuntimeFailed",
+    c.STALLED: "InvalidSpec",
+}
+
+
 def _transitions(prev: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transition]:
     out: list[Transition] = []
     before = prev.get("conditions") or []
@@ -165,35 +175,20 @@ def _transitions(prev: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transi
     old_rev = (prev.get("source") or {}).get("revision")
     new_rev = (new.get("source") or {}).get("revision")
     if new_rev and new_rev != old_rev:
-        out.append(
-            Transition(False, f"new revision {new_rev}" + (f" (was {old_rev})" if old_rev else ""))
+        was = f" (was {old_rev})" if old_rev else ""
+        out.append(Transition(False, "NewRevision", f"new revision {new_rev}{was}"))
+    for type_, event_reason in _FAILURE_EVENTS.items():
+        cond, old = c.find(after, type_), c.find(before, type_)
+        if cond is None or cond["reason"] in (c.PROGRESSING, c.ROLLING_OUT):
+            continue
+        failing = cond["status"] == ("True" if type_ == c.STALLED else "False")
+        changed = old is None or (old.get("status"), old.get("reason")) != (
+            cond["status"],
+            cond["reason"],
         )
-    for type_, label in (
-        (c.SOURCE_READY, "source"),
-        (c.RUNTIME_READY, "runtime"),
-        (c.STALLED, "spec"),
-    ):
-        cond = c.find(after, type_)
-        old = c.find(before, type_)
-        failing = cond is not None and (
-            (type_ == c.STALLED and cond["status"] == "True")
-            or (type_ != c.STALLED and cond["status"] == "False")
-        )
-        changed = (
-            old is None
-            or old.get("status") != cond.get("status")
-            or old.get("reason") != cond.get("reason")
-            if cond
-            else False
-        )
-        if (
-            failing
-            and changed
-            and cond is not None
-            and cond["reason"] not in (c.PROGRESSING, c.ROLLING_OUT)
-        ):
-            out.append(Transition(True, f"{label} failed ({cond['reason']}): {cond['message']}"))
+        if failing and changed:
+            out.append(Transition(True, event_reason, f"{cond['reason']}: {cond['message']}"))
     if c.is_true(after, c.READY) and not c.is_true(before, c.READY):
         ready = c.find(after, c.READY)
-        out.append(Transition(False, f"ready: {ready['message'] if ready else ''}"))
+        out.append(Transition(False, "Ready", str(ready["message"]) if ready else "ready"))
     return out

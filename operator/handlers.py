@@ -1,0 +1,91 @@
+"""kopf wiring: which events reconcile a Playbook, and how outcomes map to retries.
+
+All logic lives in `reconcile.py`. Every trigger — create, update (spec,
+labels or the `kubesoar.dev/requestedAt` annotation), resume after an operator
+restart, and a periodic timer that re-resolves refs once `interval` passed and
+refreshes status from the runtime — runs the same reconcile.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+from kubesoar.operator.reconcile import Outcome, Reconciler
+from kubesoar.operator.spec import GROUP, PLURAL, VERSION
+
+PREFIX = "kopf.kubesoar.dev"
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    # Handler progress and the diff base live in annotations, so status stays ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # kopf logs "Timer ... succeeded." at INFO on every tick; Events at WARNING and up
+    # from kopf's logs, and explicit Normal Events for the transitions we choose.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 16
+    settings.networking.request_timeout = 60
+    settings.watching.server_timeout = 300
+
+
+def _post(body: kopf.Body, outcome: Outcome) -> None:
+    for transition in outcome.transitions:
+        kopf.event(
+            body,
+            type="Warning" if transition.warning else "Normal",
+            reason=transition.reason,
+            message=transition.message,
+        )
+
+
+def _run(reconciler: Reconciler, body: kopf.Body) -> Outcome:
+    try:
+        return reconciler.reconcile(body)
+    except ApiException as exc:
+        # The exception's text carries response headers; keep the message short.
+        raise kopf.TemporaryError(f"API error {exc.status} {exc.reason}", delay=10) from None
+
+
+def register(
+    reconciler: Reconciler,
+    *,
+    timer_interval: float,
+    registry: kopf.OperatorRegistry | None = None,
+) -> kopf.OperatorRegistry:
+    registry = registry or kopf.get_default_registry()
+    resource: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": PLURAL}
+
+    @kopf.on.startup(registry=registry)
+    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_settings(settings)
+
+    @kopf.on.resume(**resource, registry=registry, id="reconcile")
+    @kopf.on.create(**resource, registry=registry, id="reconcile")
+    @kopf.on.update(**resource, registry=registry, id="reconcile")
+    def playbook_reconcile(body: kopf.Body, **_: Any) -> None:
+        outcome = _run(reconciler, body)
+        _post(body, outcome)
+        if outcome.invalid_spec:
+            raise kopf.PermanentError(outcome.invalid_spec)
+        if outcome.retry_in is not None:
+            raise kopf.TemporaryError("not ready yet, see status", delay=outcome.retry_in)
+
+    @kopf.timer(**resource, registry=registry, interval=timer_interval, initial_delay=1.0)
+    def playbook_refresh(body: kopf.Body, **_: Any) -> None:
+        # Never raises for a failed source: the timer keeps ticking, and the
+        # reconcile itself backs off Git between ticks.
+        _post(body, _run(reconciler, body))
+
+    @kopf.on.event(**resource, registry=registry)
+    def playbook_gone(event: kopf.RawEvent, **_: Any) -> None:
+        if event["type"] == "DELETED":
+            meta = event["object"]["metadata"]
+            reconciler.forget(meta["namespace"], meta["name"])
+
+    return registry
