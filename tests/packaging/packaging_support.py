@@ -77,3 +77,50 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
     containers = deployment["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return containers[0]
+
+
+class Kubectl:
+    """The real kubectl against the local cluster, as the cluster admin."""
+
+    def __init__(self, binary: Path, kubeconfig: Path) -> None:
+        self.binary = binary
+        self.kubeconfig = kubeconfig
+
+    def run(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [str(self.binary), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def apply(self, objects: list[dict[str, Any]], *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run("apply", "-f", "-", *extra, stdin=yaml.safe_dump_all(objects))
+
+    def can_i(
+        self,
+        sa: str,
+        verb: str,
+        resource: str,
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> bool:
+        """`kubectl auth can-i` as the ServiceAccount `sa` ("namespace/name")."""
+        sa_namespace, sa_name = sa.split("/")
+        args = ["auth", "can-i", verb, resource]
+        args.append(f"--as=system:serviceaccount:{sa_namespace}:{sa_name}")
+        if subresource:
+            args.append(f"--subresource={subresource}")
+        args.append(f"--namespace={namespace}" if namespace else "--all-namespaces")
+        proc = self.run(*args, check=False)
+        answer = proc.stdout.strip()
+        assert answer in {"yes", "no"}, f"can-i: {proc.stdout} {proc.stderr}"
+        # An unknown resource answers "no" with a warning: a typo must not pass.
+        assert "doesn't have a resource type" not in proc.stderr, proc.stderr
+        return answer == "yes"
