@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -24,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,9 +45,58 @@ ADMIN = pki.ClientIdentity("admin", "kubernetes-admin", ("system:masters",))
 CONTROLLER_MANAGER = pki.ClientIdentity("controller-manager", "system:kube-controller-manager")
 SCHEDULER = pki.ClientIdentity("scheduler", "system:kube-scheduler")
 NODE = pki.ClientIdentity("node", f"system:node:{NODE_NAME}", ("system:nodes",))
+ENDPOINTSLICES = pki.ClientIdentity("endpointslices", "kubesoar:loopback-endpointslices")
+IDENTITIES = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, NODE, ENDPOINTSLICES)
+
+# What the loopback EndpointSlice controller (endpointslices.py) may do.
+ENDPOINTSLICES_RBAC = (
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        {
+            "metadata": {"name": "kubesoar:loopback-endpointslices"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["services", "pods"],
+                    "verbs": ["get", "list", "watch"],
+                },
+                {
+                    "apiGroups": ["discovery.k8s.io"],
+                    "resources": ["endpointslices"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                },
+            ],
+        },
+    ),
+    (
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "metadata": {"name": "kubesoar:loopback-endpointslices"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "kubesoar:loopback-endpointslices",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": ENDPOINTSLICES.common_name,
+                }
+            ],
+        },
+    ),
+)
 
 # Start order; `down` stops in reverse, so the node agent stops its pods first.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "nodeagent")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "endpointslices",
+    "nodeagent",
+)
 
 
 class ClusterError(RuntimeError):
@@ -129,25 +181,56 @@ class LocalCluster:
 
     # -- public operations ---------------------------------------------------
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialises up/down across processes (several pytest sessions share one cluster)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def up(self, timeout: float = 180.0) -> None:
+        with self._locked():
+            self._up(timeout)
+
+    def _up(self, timeout: float) -> None:
         if self.is_healthy():
             return
-        # Something is missing or broken: restart all of it from a clean slate
-        # of processes (etcd data, certificates and ports are kept).
-        self.stop_processes()
-        self.ensure_binaries()
-        self.ensure_pki()
-        ports = self.ports(allocate=True)
         deadline = time.monotonic() + timeout
-        self._start_etcd(ports)
-        self._wait(
-            "etcd", lambda: self._http_ok(f"http://127.0.0.1:{ports.etcd_client}/health"), deadline
-        )
-        self._start_apiserver(ports)
-        self._wait("kube-apiserver /readyz", lambda: self._api_ok("/readyz"), deadline)
-        self._start_controller_manager(ports)
-        self._start_scheduler(ports)
-        self._start_node_agent()
+        if self._storage_and_api_alive():
+            # Only something downstream died (a node agent, say): restart just
+            # that, so that pods of other components keep running.
+            ports = self.ports()
+        else:
+            # Restart all of it from a clean slate of processes (etcd data,
+            # certificates and ports are kept).
+            self.stop_processes()
+            self.ensure_binaries()
+            self.ensure_pki()
+            ports = self.ports(allocate=True)
+            self._start_etcd(ports)
+            self._wait(
+                "etcd",
+                lambda: self._http_ok(f"http://127.0.0.1:{ports.etcd_client}/health"),
+                deadline,
+            )
+            self._start_apiserver(ports)
+            self._wait("kube-apiserver /readyz", lambda: self._api_ok("/readyz"), deadline)
+            for path, body in ENDPOINTSLICES_RBAC:
+                self.api_create(path, body)
+        starters = {
+            "kube-controller-manager": lambda: self._start_controller_manager(ports),
+            "kube-scheduler": lambda: self._start_scheduler(ports),
+            "endpointslices": self._start_endpointslices,
+            "nodeagent": self._start_node_agent,
+        }
+        for component, start in starters.items():
+            if not processes.pid_file_alive(self.pid_file(component)):
+                processes.stop_pid_file(self.pid_file(component))
+                start()
         self._wait("node Ready", self.node_ready, deadline)
         self._wait(
             "controllers (default service account)",
@@ -160,8 +243,18 @@ class LocalCluster:
             deadline,
         )
 
+    def _storage_and_api_alive(self) -> bool:
+        return (
+            self.kubeconfig.exists()
+            and (self.state_dir / "ports.json").exists()
+            and processes.pid_file_alive(self.pid_file("etcd"))
+            and processes.pid_file_alive(self.pid_file("kube-apiserver"))
+            and self._api_ok("/readyz")
+        )
+
     def down(self, purge: bool = False) -> None:
-        self.stop_processes()
+        with self._locked():
+            self.stop_processes()
         if purge:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
@@ -236,7 +329,7 @@ class LocalCluster:
         pki.ensure_ca(self.pki_dir)
         pki.ensure_serving_cert(self.pki_dir)
         pki.ensure_service_account_keys(self.pki_dir)
-        for identity in (ADMIN, CONTROLLER_MANAGER, SCHEDULER, NODE):
+        for identity in IDENTITIES:
             pki.ensure_client_cert(self.pki_dir, identity)
 
     def ports(self, allocate: bool = False) -> Ports:
@@ -267,6 +360,7 @@ class LocalCluster:
             CONTROLLER_MANAGER: self.state_dir / "kubeconfigs" / "controller-manager.kubeconfig",
             SCHEDULER: self.state_dir / "kubeconfigs" / "scheduler.kubeconfig",
             NODE: self.state_dir / "kubeconfigs" / "node.kubeconfig",
+            ENDPOINTSLICES: self.state_dir / "kubeconfigs" / "endpointslices.kubeconfig",
         }
         for identity, path in targets.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +478,9 @@ class LocalCluster:
                 f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
                 f"--root-ca-file={self.pki_dir / 'ca.crt'}",
                 "--use-service-account-credentials=true",
-                "--controllers=*",
+                # The endpoint controllers cannot publish loopback pod addresses
+                # (the API rejects them); endpointslices.py does that instead.
+                "--controllers=*,-endpointslice-controller,-endpoints-controller",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # One instance: a held lease from a previous run would only delay start.
                 "--leader-elect=false",
@@ -405,9 +501,21 @@ class LocalCluster:
             ],
         )
 
-    def _start_node_agent(self) -> None:
+    def _python_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _start_endpointslices(self) -> None:
+        kubeconfig = self.state_dir / "kubeconfigs" / "endpointslices.kubeconfig"
+        self._start(
+            "endpointslices",
+            [sys.executable, str(HERE / "endpointslices.py"), f"--kubeconfig={kubeconfig}"],
+            env=self._python_env(),
+        )
+
+    def _start_node_agent(self) -> None:
+        env = self._python_env()
         self._start(
             "nodeagent",
             [
@@ -440,6 +548,19 @@ class LocalCluster:
         except ValueError:
             return {"raw": body.decode(errors="replace")}
         return parsed if isinstance(parsed, dict) else {"raw": parsed}
+
+    def api_create(self, path: str, body: dict[str, Any]) -> None:
+        """POST as the admin; an object that already exists is fine."""
+        url = f"https://127.0.0.1:{self.ports().apiserver}{path}"
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()):
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:
+                raise ClusterError(f"POST {path}: HTTP {exc.code} {exc.read()[:300]!r}") from exc
 
     def _api_ok(self, path: str) -> bool:
         return self.api_get(path) is not None

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import ipaddress
 import logging
 import os
@@ -23,8 +24,9 @@ import platform
 import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,7 +40,9 @@ from hack.localcluster.podworker import NodeContext, PodWorker
 
 log = logging.getLogger("nodeagent")
 
-POD_NETWORK = ipaddress.ip_network("127.1.0.0/16")
+# Every running agent on this machine owns one 127.N.0.0/16 (N >= 1), claimed
+# with a lock file, so that two clusters never hand out the same pod address.
+POD_NETWORK_LOCKS = Path(tempfile.gettempdir()) / "kubesoar-localcluster-podnets"
 LEASE_SECONDS = 40
 LEASE_RENEW_SECONDS = 10
 NODE_STATUS_SECONDS = 60
@@ -48,15 +52,37 @@ MAX_ORPHAN_GRACE = 10.0
 KUBELET_VERSION = "v1.36.3"
 
 
+def claim_pod_network(state_dir: Path) -> tuple[ipaddress.IPv4Network, IO[str]]:
+    """Lock a free 127.N.0.0/16 for this agent's lifetime (the same N as last time if free)."""
+    POD_NETWORK_LOCKS.mkdir(parents=True, exist_ok=True)
+    remembered = state_dir / "podnet"
+    preferred = int(remembered.read_text()) if remembered.exists() else 1
+    for octet in [preferred, *range(1, 255)]:
+        lock = open(
+            POD_NETWORK_LOCKS / f"127.{octet}.lock", "w"
+        )  # held (locked) until the agent exits
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        lock.write(f"{state_dir}\n")
+        lock.flush()
+        remembered.write_text(f"{octet}\n")
+        return ipaddress.IPv4Network(f"127.{octet}.0.0/16"), lock
+    raise RuntimeError("no free 127.N.0.0/16 pod network left")
+
+
 class AddressPool:
-    def __init__(self) -> None:
+    def __init__(self, network: ipaddress.IPv4Network) -> None:
+        self.network = network
         self.in_use: set[str] = set()
 
     def take(self, wanted: str | None = None) -> str:
-        if wanted and ipaddress.ip_address(wanted) in POD_NETWORK and wanted not in self.in_use:
+        if wanted and ipaddress.ip_address(wanted) in self.network and wanted not in self.in_use:
             self.in_use.add(wanted)
             return wanted
-        for host in POD_NETWORK.hosts():
+        for host in self.network.hosts():
             address = str(host)
             if host.packed[-1] not in (0, 255) and address not in self.in_use:
                 self.in_use.add(address)
@@ -127,7 +153,12 @@ def node_status() -> dict[str, Any]:
 
 class NodeAgent:
     def __init__(
-        self, api: KubeApi, node_name: str, state_dir: Path, probe_session: aiohttp.ClientSession
+        self,
+        api: KubeApi,
+        node_name: str,
+        state_dir: Path,
+        probe_session: aiohttp.ClientSession,
+        pod_network: ipaddress.IPv4Network,
     ) -> None:
         server = urlsplit(api.server)
         self.api = api
@@ -140,7 +171,7 @@ class NodeAgent:
             api_port=server.port or 443,
             probe_session=probe_session,
         )
-        self.addresses = AddressPool()
+        self.addresses = AddressPool(pod_network)
         self.workers: dict[str, PodWorker] = {}
         self.stopping: dict[str, asyncio.Task[None]] = {}
 
@@ -337,7 +368,9 @@ def sweep(state_dir: Path) -> int:
     return len(groups)
 
 
-async def run(args: argparse.Namespace, state_dir: Path) -> None:
+async def run(
+    args: argparse.Namespace, state_dir: Path, pod_network: ipaddress.IPv4Network
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -346,7 +379,7 @@ async def run(args: argparse.Namespace, state_dir: Path) -> None:
         KubeApi(Path(args.kubeconfig)) as api,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True, limit=0)) as probes,
     ):
-        agent = NodeAgent(api, args.node_name, state_dir, probes)
+        agent = NodeAgent(api, args.node_name, state_dir, probes, pod_network)
         await retrying("register node", agent.register, attempts=30)
         tasks = [asyncio.create_task(agent.heartbeat()), asyncio.create_task(agent.watch_pods())]
         await stop.wait()
@@ -377,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     leftovers = sweep(state_dir)
     if leftovers:
         log.warning("killed %d process groups left by a previous agent", leftovers)
-    asyncio.run(run(args, state_dir))
+    pod_network, _lock = claim_pod_network(state_dir)
+    log.info("pod network %s", pod_network)
+    asyncio.run(run(args, state_dir, pod_network))
     return 0
 
 
