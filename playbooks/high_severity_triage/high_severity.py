@@ -46,6 +46,26 @@ class Lookup:
     value: str
 
 
+@dataclass(frozen=True, repr=False)
+class Jira:
+    url: str
+    project: str
+    email: str
+    api_token: str
+
+    @classmethod
+    def configured(cls, ctx: RunContext) -> Jira:
+        url = os.environ.get("JIRA_URL", "").rstrip("/")
+        if not url:
+            raise RuntimeError("JIRA_URL is not set (spec.runtime.env)")
+        return cls(
+            url=url,
+            project=os.environ.get("JIRA_PROJECT", "SOC"),
+            email=ctx.secret("jira", "email"),
+            api_token=ctx.secret("jira", "apiToken"),
+        )
+
+
 class LookupFailed(Exception):
     """A threat-intel service answered with an error we may retry."""
 
@@ -86,12 +106,11 @@ def _raise_for(response: httpx.Response, provider: str) -> None:
 _VT_PATHS = {"ip": "ip_addresses", "domain": "domains", "hash": "files"}
 
 
-@action(timeout=20, retries=2, retry_backoff=2.0)
-async def virustotal_lookup(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
+@action(timeout=20, retries=2, retry_backoff=1.5)
+async def virustotal_lookup(ctx: RunContext, api_key: str, kind: str, value: str) -> dict[str, Any]:
     """Look an indicator up in VirusTotal."""
     response = await ctx.http.get(
-        f"{VIRUSTOTAL_URL}/{_VT_PATHS[kind]}/{value}",
-        headers={"x-apikey": ctx.secret("virustotal", "apiKey")},
+        f"{VIRUSTOTAL_URL}/{_VT_PATHS[kind]}/{value}", headers={"x-apikey": api_key}
     )
     if response.status_code == 404:
         return {"verdict": "unknown", "detail": "not in VirusTotal"}
@@ -107,13 +126,13 @@ async def virustotal_lookup(ctx: RunContext, kind: str, value: str) -> dict[str,
     return {"verdict": verdict, "malicious": malicious, "suspicious": suspicious}
 
 
-@action(timeout=20, retries=2, retry_backoff=2.0)
-async def abuseipdb_lookup(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
+@action(timeout=20, retries=2, retry_backoff=1.5)
+async def abuseipdb_lookup(ctx: RunContext, api_key: str, kind: str, value: str) -> dict[str, Any]:
     """Check an IP's abuse confidence score in AbuseIPDB."""
     response = await ctx.http.get(
         f"{ABUSEIPDB_URL}/check",
         params={"ipAddress": value, "maxAgeInDays": 90},
-        headers={"Key": ctx.secret("abuseipdb", "apiKey"), "Accept": "application/json"},
+        headers={"Key": api_key, "Accept": "application/json"},
     )
     _raise_for(response, "abuseipdb")
     score = int(response.json()["data"]["abuseConfidenceScore"])
@@ -130,12 +149,13 @@ def overall_verdict(findings: list[dict[str, Any]]) -> str:
     return max(verdicts, key=VERDICT_RANK.__getitem__, default="unknown")
 
 
-@action(timeout=30, retries=1, retry_backoff=2.0)
+# No retries: creating an issue is not idempotent, and a 5xx may still have
+# created it. A failure fails the run, which the Playbook's status shows.
+@action(timeout=30)
 async def open_ticket(
-    ctx: RunContext, alert: Alert, verdict: str, findings: list[dict[str, Any]]
+    ctx: RunContext, jira: Jira, alert: Alert, verdict: str, findings: list[dict[str, Any]]
 ) -> str:
     """Open a Jira issue for the analyst; returns its key."""
-    base = os.environ["JIRA_URL"].rstrip("/")
     lines = [
         f"Alert {alert.id} from {alert.source} ({alert.severity}): {alert.title}",
         f"Rule: {alert.rule_name or '-'}  Host: {alert.hostname or '-'}",
@@ -148,11 +168,11 @@ async def open_ticket(
         outcome = finding.get("verdict") or f"lookup failed: {finding.get('error')}"
         lines.append(f"- {finding['kind']} {finding['value']} [{finding['provider']}]: {outcome}")
     response = await ctx.http.post(
-        f"{base}/rest/api/2/issue",
-        auth=(ctx.secret("jira", "email"), ctx.secret("jira", "apiToken")),
+        f"{jira.url}/rest/api/2/issue",
+        auth=(jira.email, jira.api_token),
         json={
             "fields": {
-                "project": {"key": os.environ.get("JIRA_PROJECT", "SOC")},
+                "project": {"key": jira.project},
                 "issuetype": {"name": "Task"},
                 "summary": f"[{verdict.upper()}] {alert.title or alert.rule_name or alert.id}"[
                     :250
@@ -175,11 +195,15 @@ async def open_ticket(
     description="Enrich high/critical alerts with VirusTotal and AbuseIPDB; verdict and ticket",
 )
 async def triage_high_severity(alert: Alert, ctx: RunContext) -> dict[str, Any]:
+    # Read configuration and credentials first: a missing one fails the run
+    # at once, naming it, instead of failing every lookup after its retries.
+    jira = Jira.configured(ctx)
+    api_keys = {name: ctx.secret(name, "apiKey") for name in LOOKUPS}
     indicators = indicators_of(alert)
     plan = lookups_for(indicators)
     ctx.logger.info("enriching %d indicators with %d lookups", len(indicators), len(plan))
     outcomes = await ctx.gather_limited(
-        [lambda p=p: LOOKUPS[p.provider](ctx, p.kind, p.value) for p in plan],
+        [lambda p=p: LOOKUPS[p.provider](ctx, api_keys[p.provider], p.kind, p.value) for p in plan],
         limit=MAX_PARALLEL_LOOKUPS,
         return_exceptions=True,
     )
@@ -196,7 +220,7 @@ async def triage_high_severity(alert: Alert, ctx: RunContext) -> dict[str, Any]:
             finding.update(outcome)
         findings.append(finding)
     verdict = overall_verdict(findings)
-    ticket = await open_ticket(ctx, alert, verdict, findings)
+    ticket = await open_ticket(ctx, jira, alert, verdict, findings)
     ctx.logger.info("verdict %s, ticket %s", verdict, ticket)
     return {
         "verdict": verdict,
