@@ -10,8 +10,8 @@ Severity mapping (the Alert's scale is info < low < medium < high < critical):
 - generic: `severity` as the runtime folds it (`kubesoar.normalize_severity`: the
   five names in any case, informational, moderate, warning, error, fatal..., or 0-4);
   missing -> medium; an unknown word is a 400.
-- elastic: `kibana.alert.severity` (names as above, unknown -> medium), else `kibana.alert.risk_score`:
-  0-21 low, 22-47 medium, 48-73 high, 74-100 critical.
+- elastic: `kibana.alert.severity` (names as above, unknown -> medium), else
+  `kibana.alert.risk_score`: 0-21 low, 22-47 medium, 48-73 high, 74-100 critical.
 - splunk: `result.severity`, else `result.urgency` (Splunk ES); names as above.
 - defender: `severity`: informational -> info, low, medium, high; unknown -> medium.
 """
