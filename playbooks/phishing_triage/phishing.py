@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,7 +91,11 @@ def extract_domains(alert: Alert, urls: list[str]) -> list[str]:
 
 
 def _is_ip(host: str) -> bool:
-    return bool(re.fullmatch(r"[0-9.]+|[0-9a-f:]+", host))
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _check(response: httpx.Response, service: str) -> None:
@@ -107,16 +113,34 @@ def _vt_verdict(stats: dict[str, int]) -> str:
     return "benign"
 
 
-@action(timeout=20, retries=2, retry_backoff=2.0)
-async def reputation(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
+@dataclass(frozen=True, repr=False)
+class Credentials:
+    virustotal: str
+    urlscan: str
+    gateway_url: str
+    gateway_token: str
+
+    @classmethod
+    def configured(cls, ctx: RunContext) -> Credentials:
+        gateway_url = os.environ.get("MAIL_GATEWAY_URL", "").rstrip("/")
+        if not gateway_url:
+            raise RuntimeError("MAIL_GATEWAY_URL is not set (spec.runtime.env)")
+        return cls(
+            virustotal=ctx.secret("virustotal", "apiKey"),
+            urlscan=ctx.secret("urlscan", "apiKey"),
+            gateway_url=gateway_url,
+            gateway_token=ctx.secret("mailgateway", "token"),
+        )
+
+
+@action(timeout=20, retries=2, retry_backoff=1.5)
+async def reputation(ctx: RunContext, api_key: str, kind: str, value: str) -> dict[str, Any]:
     """VirusTotal's verdict on a URL or a domain."""
     if kind == "url":
         path = "urls/" + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
     else:
         path = f"domains/{value}"
-    response = await ctx.http.get(
-        f"{VIRUSTOTAL_URL}/{path}", headers={"x-apikey": ctx.secret("virustotal", "apiKey")}
-    )
+    response = await ctx.http.get(f"{VIRUSTOTAL_URL}/{path}", headers={"x-apikey": api_key})
     if response.status_code == 404:
         return {"kind": kind, "value": value, "verdict": "unknown"}
     _check(response, "virustotal")
@@ -124,10 +148,11 @@ async def reputation(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
     return {"kind": kind, "value": value, "verdict": _vt_verdict(stats), "stats": stats}
 
 
-@action(timeout=300, retries=1, retry_backoff=5.0)
-async def detonate(ctx: RunContext, url: str) -> dict[str, Any]:
+# No retries: a retry would submit (and bill) a second scan of the same URL.
+@action(timeout=300)
+async def detonate(ctx: RunContext, api_key: str, url: str) -> dict[str, Any]:
     """Submit a URL to urlscan.io privately and wait for its verdict."""
-    headers = {"API-Key": ctx.secret("urlscan", "apiKey")}
+    headers = {"API-Key": api_key}
     submitted = await ctx.http.post(
         f"{URLSCAN_URL}/scan/",
         headers=headers,
@@ -148,14 +173,16 @@ async def detonate(ctx: RunContext, url: str) -> dict[str, Any]:
     raise SandboxError(f"urlscan scan {scan_id} did not finish in time")
 
 
-@action(timeout=30, retries=2, retry_backoff=2.0)
-async def quarantine_message(ctx: RunContext, alert: Alert, reason: str) -> dict[str, Any]:
+# Quarantining twice is harmless (the gateway answers 409), so retrying is safe.
+@action(timeout=30, retries=2, retry_backoff=1.5)
+async def quarantine_message(
+    ctx: RunContext, creds: Credentials, alert: Alert, reason: str
+) -> dict[str, Any]:
     """Ask the mail gateway to pull the message from every mailbox it reached."""
     email = alert.raw["email"]
-    base = os.environ["MAIL_GATEWAY_URL"].rstrip("/")
     response = await ctx.http.post(
-        f"{base}/api/v1/messages/quarantine",
-        headers={"Authorization": f"Bearer {ctx.secret('mailgateway', 'token')}"},
+        f"{creds.gateway_url}/api/v1/messages/quarantine",
+        headers={"Authorization": f"Bearer {creds.gateway_token}"},
         json={
             "messageId": email["message_id"],
             "recipients": email.get("to") or [],
@@ -183,13 +210,14 @@ def _worst(verdicts: list[str]) -> str:
     description="Reported phishing: URL/domain reputation, sandbox detonation, quarantine",
 )
 async def triage_phishing_report(alert: Alert, ctx: RunContext) -> dict[str, Any]:
+    creds = Credentials.configured(ctx)  # fail fast, naming what is missing
     urls = extract_urls(alert)
     domains = extract_domains(alert, urls)
     ctx.logger.info("reported message has %d urls, %d domains", len(urls), len(domains))
 
     checks = [("url", url) for url in urls] + [("domain", domain) for domain in domains]
     answers = await ctx.gather_limited(
-        [lambda k=k, v=v: reputation(ctx, k, v) for k, v in checks],
+        [lambda k=k, v=v: reputation(ctx, creds.virustotal, k, v) for k, v in checks],
         limit=MAX_PARALLEL,
         return_exceptions=True,
     )
@@ -204,7 +232,7 @@ async def triage_phishing_report(alert: Alert, ctx: RunContext) -> dict[str, Any
     known_bad = {r["value"] for r in reputations if r.get("verdict") == "malicious"}
     to_detonate = [url for url in urls if url not in known_bad][:MAX_DETONATIONS]
     results = await ctx.gather_limited(
-        [lambda u=u: detonate(ctx, u) for u in to_detonate],
+        [lambda u=u: detonate(ctx, creds.urlscan, u) for u in to_detonate],
         limit=MAX_PARALLEL,
         return_exceptions=True,
     )
@@ -220,7 +248,7 @@ async def triage_phishing_report(alert: Alert, ctx: RunContext) -> dict[str, Any
     if verdict == "malicious":
         bad = sorted(known_bad | {d["url"] for d in detonations if d.get("verdict") == "malicious"})
         quarantine = await quarantine_message(
-            ctx, alert, f"kubesoar phishing triage: malicious {', '.join(bad) or 'content'}"
+            ctx, creds, alert, f"kubesoar phishing triage: malicious {', '.join(bad) or 'content'}"
         )
         ctx.logger.warning("quarantined message %s", alert.raw["email"]["message_id"])
     return {
