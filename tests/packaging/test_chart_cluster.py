@@ -70,7 +70,7 @@ def service_monitor_crd(kubectl: Kubectl) -> Iterator[None]:
 
 def server_dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> list[str]:
     """Apply with --dry-run=server; returns the lines kubectl printed, one per object."""
-    proc = kubectl.apply(objects, "--dry-run=server")
+    proc = kubectl.apply(objects, "--server-side", "--force-conflicts", "--dry-run=server")
     assert "Warning" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == len(objects), proc.stdout
@@ -78,18 +78,18 @@ def server_dry_run(kubectl: Kubectl, objects: list[dict[str, Any]]) -> list[str]
     return lines
 
 
-def test_default_install_passes_server_side_dry_run(chart, kubectl, namespaces, release_name):
-    system = namespaces("kubesoar-system")
+def test_default_install_passes_server_side_dry_run(chart, kubectl, make_namespace, release_name):
+    system = make_namespace("kubesoar-system")
     objects = chart(release=release_name, namespace=system, crds=True)
     assert {o["kind"] for o in objects} >= {"CustomResourceDefinition", "Deployment", "ClusterRole"}
     server_dry_run(kubectl, objects)
 
 
 def test_namespaced_install_with_ingress_and_service_monitor_passes_server_side_dry_run(
-    chart, kubectl, namespaces, release_name, service_monitor_crd
+    chart, kubectl, make_namespace, release_name, service_monitor_crd
 ):
-    system = namespaces("kubesoar-system")
-    tenants = [namespaces("tenant-a"), namespaces("tenant-b")]
+    system = make_namespace("kubesoar-system")
+    tenants = [make_namespace("tenant-a"), make_namespace("tenant-b")]
     values = {
         "rbac": {"scope": "namespaced", "tenantNamespaces": tenants},
         "router": {
@@ -123,8 +123,8 @@ def pod_from(deployment: dict[str, Any], namespace: str) -> dict[str, Any]:
     }
 
 
-def test_restricted_namespace_admits_the_operator_and_router_pods(chart, kubectl, namespaces):
-    system = namespaces(
+def test_restricted_namespace_admits_the_operator_and_router_pods(chart, kubectl, make_namespace):
+    system = make_namespace(
         "kubesoar-restricted",
         labels={
             "pod-security.kubernetes.io/enforce": "restricted",
@@ -258,11 +258,11 @@ def check(
 
 
 def test_namespaced_rbac_grants_tenants_only(
-    chart, kubectl, namespaces, release_name, applied_rbac
+    chart, kubectl, make_namespace, release_name, applied_rbac
 ):
-    system = namespaces("kubesoar-system")
-    tenants = [namespaces("tenant-a"), namespaces("tenant-b")]
-    outsider = namespaces("outsider")
+    system = make_namespace("kubesoar-system")
+    tenants = [make_namespace("tenant-a"), make_namespace("tenant-b")]
+    outsider = make_namespace("outsider")
     values = {"rbac": {"scope": "namespaced", "tenantNamespaces": tenants}}
     applied_rbac(chart(values, release=release_name, namespace=system))
     operator = f"{system}/{release_name}-kubesoar-operator"
@@ -311,11 +311,11 @@ def granted(kubectl: Kubectl, sa: str, namespace: str) -> set[str]:
 
 
 def test_namespaced_rbac_adds_nothing_outside_the_tenants_but_crd_discovery(
-    chart, kubectl, namespaces, release_name, applied_rbac
+    chart, kubectl, make_namespace, release_name, applied_rbac
 ):
-    system = namespaces("kubesoar-system")
-    tenant = namespaces("tenant-a")
-    outsider = namespaces("outsider")
+    system = make_namespace("kubesoar-system")
+    tenant = make_namespace("tenant-a")
+    outsider = make_namespace("outsider")
     kubectl.run("create", "serviceaccount", "baseline", f"--namespace={system}")
     applied_rbac(
         chart(
@@ -335,10 +335,10 @@ def test_namespaced_rbac_adds_nothing_outside_the_tenants_but_crd_discovery(
 
 
 def test_cluster_rbac_serves_every_namespace_without_escalation(
-    chart, kubectl, namespaces, release_name, applied_rbac
+    chart, kubectl, make_namespace, release_name, applied_rbac
 ):
-    system = namespaces("kubesoar-system")
-    anywhere = namespaces("tenant-any")
+    system = make_namespace("kubesoar-system")
+    anywhere = make_namespace("tenant-any")
     applied_rbac(chart(release=release_name, namespace=system))
     operator = f"{system}/{release_name}-kubesoar-operator"
     router = f"{system}/{release_name}-kubesoar-router"
@@ -352,9 +352,9 @@ def test_cluster_rbac_serves_every_namespace_without_escalation(
     check(kubectl, operator, [("watch", "namespaces", None)], None, True)
 
 
-def test_install_dry_run_shows_notes(helm_bin, cluster, namespaces, release_name):
-    system = namespaces("kubesoar-system")
-    tenants = [namespaces("tenant-a"), namespaces("tenant-b")]
+def test_install_dry_run_shows_notes(helm_bin, local_cluster, make_namespace, release_name):
+    system = make_namespace("kubesoar-system")
+    tenants = [make_namespace("tenant-a"), make_namespace("tenant-b")]
     values = {"rbac": {"scope": "namespaced", "tenantNamespaces": tenants}}
     out = run_helm(
         helm_bin,
@@ -362,7 +362,7 @@ def test_install_dry_run_shows_notes(helm_bin, cluster, namespaces, release_name
         release_name,
         str(CHART),
         f"--namespace={system}",
-        f"--kubeconfig={cluster.kubeconfig}",
+        f"--kubeconfig={local_cluster.kubeconfig}",
         "--dry-run=server",
         values=values,
     )
