@@ -27,6 +27,9 @@ def free_loopback_port() -> int:
 
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Go servers set SO_REUSEADDR, so connections of a previous run in
+        # TIME_WAIT do not keep them from binding the port again.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

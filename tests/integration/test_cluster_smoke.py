@@ -187,3 +187,273 @@ def test_pod_security_restricted_namespace(k8s_client: Any, make_namespace: Any)
         ),
         "the restricted pod to be Ready",
     )
+
+
+# -- node agent behaviour the kubesoar pods rely on ----------------------------
+
+
+def run_pod(core: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    core.create_namespaced_pod(
+        namespace, {"metadata": {"name": name, "labels": {"pod": name}}, "spec": spec}
+    )
+
+
+def shell(name: str, script: str, **extra: Any) -> dict[str, Any]:
+    """A container of the echo image running a shell script (command overrides the entrypoint)."""
+    return {"name": name, "image": ECHO_IMAGE, "command": ["sh", "-c", script], **extra}
+
+
+def test_volumes_env_and_path_rewriting(
+    local_cluster: ClusterHandle, k8s_client: Any, namespace: str
+) -> None:
+    core = client.CoreV1Api(k8s_client)
+    core.create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "creds"}, "stringData": {"token": "s3cr3t", "user": "alice"}},
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "settings"}, "data": {"level": "debug", "greeting": "hi"}}
+    )
+    mounts = [
+        {"name": "work", "mountPath": "/workspace"},
+        {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
+        {"name": "settings", "mountPath": "/etc/settings"},
+    ]
+    script = (
+        'cat "$WORK/init.txt"; cat "$CREDS/api/token"; echo; stat -c %a "$CREDS/api/token"; '
+        'cat "$SETTINGS_DIR/greeting"; echo; '
+        'echo "user=$FROM_SECRET level=$LEVEL ns=$MY_NS exp=$EXPANDED cm=$CM_greeting"; '
+        'echo "work=$WORK"'
+    )
+    run_pod(
+        core,
+        namespace,
+        "volumes",
+        {
+            "restartPolicy": "Never",
+            "volumes": [
+                {"name": "work", "emptyDir": {}},
+                {
+                    "name": "creds",
+                    "secret": {
+                        "secretName": "creds",
+                        "items": [{"key": "token", "path": "api/token", "mode": 0o400}],
+                    },
+                },
+                {"name": "settings", "configMap": {"name": "settings"}},
+            ],
+            "initContainers": [
+                shell(
+                    "prepare",
+                    'echo "from init" > "$WORK/init.txt"',
+                    env=[{"name": "WORK", "value": "/workspace"}],
+                    volumeMounts=mounts[:1],
+                )
+            ],
+            "containers": [
+                shell(
+                    "main",
+                    script,
+                    volumeMounts=mounts,
+                    env=[
+                        {"name": "WORK", "value": "/workspace"},
+                        {"name": "CREDS", "value": "/etc/creds"},
+                        {"name": "SETTINGS_DIR", "value": "/etc/settings"},
+                        {
+                            "name": "FROM_SECRET",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "user"}},
+                        },
+                        {
+                            "name": "LEVEL",
+                            "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "level"}},
+                        },
+                        {
+                            "name": "MY_NS",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                        },
+                        {"name": "EXPANDED", "value": "$(LEVEL)-x"},
+                    ],
+                    envFrom=[{"configMapRef": {"name": "settings"}, "prefix": "CM_"}],
+                )
+            ],
+        },
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod("volumes", namespace).status.phase == "Succeeded" or None,
+        "the pod to succeed",
+    )
+    pod = core.read_namespaced_pod("volumes", namespace)
+    assert pod.status.init_container_statuses[0].state.terminated.reason == "Completed"
+    lines = local_cluster.pod_log(namespace, "volumes", "main").splitlines()
+    assert lines[:4] == ["from init", "s3cr3t", "400", "hi"]
+    assert lines[4] == f"user=alice level=debug ns={namespace} exp=debug-x cm=hi"
+    pod_root = local_cluster.state_dir / "pods" / pod.metadata.uid / "root"
+    assert lines[5] == f"work={pod_root}/workspace"
+
+
+def test_init_container_failure_fails_a_never_restarting_pod(
+    k8s_client: Any, namespace: str
+) -> None:
+    core = client.CoreV1Api(k8s_client)
+    run_pod(
+        core,
+        namespace,
+        "init-fails",
+        {
+            "restartPolicy": "Never",
+            "initContainers": [shell("setup", "exit 7")],
+            "containers": [shell("main", "echo never")],
+        },
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod("init-fails", namespace).status.phase == "Failed" or None,
+        "the pod to fail",
+    )
+    status = core.read_namespaced_pod("init-fails", namespace).status
+    terminated = status.init_container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (7, "Error")
+    assert status.container_statuses[0].state.waiting.reason == "PodInitializing"
+    assert condition(core.read_namespaced_pod("init-fails", namespace), "Initialized") == "False"
+
+
+def test_crashing_container_restarts_with_its_last_state(k8s_client: Any, namespace: str) -> None:
+    core = client.CoreV1Api(k8s_client)
+    run_pod(core, namespace, "crasher", {"containers": [shell("main", "echo boom; exit 3")]})
+
+    def restarted_twice() -> Any:
+        statuses = core.read_namespaced_pod("crasher", namespace).status.container_statuses or []
+        return statuses and statuses[0].restart_count >= 2 and statuses[0]
+
+    status = wait_for(restarted_twice, "two restarts")
+    assert status.last_state.terminated.exit_code == 3
+    assert status.ready is False
+
+
+def test_readiness_drives_pod_ready_and_the_endpointslice(
+    local_cluster: ClusterHandle, k8s_client: Any, namespace: str
+) -> None:
+    core, discovery = client.CoreV1Api(k8s_client), client.DiscoveryV1Api(k8s_client)
+    probe = {
+        "exec": {"command": ["test", "-f", "/flags/ready"]},
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+    }
+    run_pod(
+        core,
+        namespace,
+        "toggle",
+        {
+            "volumes": [{"name": "flags", "emptyDir": {}}],
+            "containers": [
+                echo_container(
+                    readinessProbe=probe, volumeMounts=[{"name": "flags", "mountPath": "/flags"}]
+                )
+            ],
+        },
+    )
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "toggle"},
+            "spec": {"selector": {"pod": "toggle"}, "ports": [{"port": 8080}]},
+        },
+    )
+
+    def endpoint_ready() -> bool | None:
+        slices = discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector="kubernetes.io/service-name=toggle"
+        ).items
+        endpoints = [e for s in slices for e in s.endpoints or []]
+        return endpoints[0].conditions.ready if endpoints else None
+
+    pod = wait_for(
+        lambda: (
+            (p := core.read_namespaced_pod("toggle", namespace)).status.phase == "Running" and p
+        ),
+        "the pod to run",
+    )
+    assert condition(pod, "Ready") == "False"
+    flag = local_cluster.state_dir / "pods" / pod.metadata.uid / "root" / "flags" / "ready"
+    flag.touch()
+    wait_for(
+        lambda: condition(core.read_namespaced_pod("toggle", namespace), "Ready") == "True" or None,
+        "Ready",
+    )
+    wait_for(lambda: endpoint_ready() is True or None, "a ready endpoint")
+    flag.unlink()
+    wait_for(
+        lambda: (
+            condition(core.read_namespaced_pod("toggle", namespace), "Ready") == "False" or None
+        ),
+        "unready",
+    )
+    wait_for(lambda: endpoint_ready() is False or None, "the endpoint to turn unready")
+
+
+def test_failing_liveness_probe_restarts_the_container(k8s_client: Any, namespace: str) -> None:
+    core = client.CoreV1Api(k8s_client)
+    liveness = {
+        "httpGet": {"path": "/healthz", "port": 8081},
+        "periodSeconds": 1,
+        "failureThreshold": 2,
+    }
+    run_pod(
+        core,
+        namespace,
+        "unhealthy",
+        {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [echo_container(livenessProbe=liveness)],
+        },
+    )
+    wait_for(
+        lambda: (
+            (
+                (s := core.read_namespaced_pod("unhealthy", namespace).status.container_statuses)
+                and s[0].restart_count >= 1
+            )
+            or None
+        ),
+        "a restart after failed liveness probes",
+    )
+
+
+def test_deletion_kills_a_process_that_ignores_sigterm(
+    local_cluster: ClusterHandle, k8s_client: Any, namespace: str
+) -> None:
+    core = client.CoreV1Api(k8s_client)
+    run_pod(
+        core,
+        namespace,
+        "stubborn",
+        {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [shell("main", "trap '' TERM; sleep 300")],
+        },
+    )
+    wait_for(
+        lambda: core.read_namespaced_pod("stubborn", namespace).status.phase == "Running" or None,
+        "running",
+    )
+    pid = wait_for(lambda: local_cluster.container_pid(namespace, "stubborn", "main"), "the pid")
+    core.delete_namespaced_pod("stubborn", namespace)
+    wait_for(lambda: not core.list_namespaced_pod(namespace).items or None, "the pod to be removed")
+    assert not process_alive(pid)
+
+
+def test_service_account_token_is_projected(
+    local_cluster: ClusterHandle, k8s_client: Any, namespace: str
+) -> None:
+    core = client.CoreV1Api(k8s_client)
+    run_pod(core, namespace, "with-token", {"containers": [echo_container()]})
+    pod = wait_for(
+        lambda: (
+            (p := core.read_namespaced_pod("with-token", namespace)).status.phase == "Running" and p
+        ),
+        "running",
+    )
+    folder = local_cluster.state_dir / "pods" / pod.metadata.uid / "root"
+    account = folder / "var/run/secrets/kubernetes.io/serviceaccount"
+    assert (account / "namespace").read_text() == namespace
+    assert (account / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert (account / "token").read_text().count(".") == 2  # a JWT
