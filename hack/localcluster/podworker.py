@@ -5,7 +5,9 @@ probes, restarts with backoff, status, and graceful termination.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -34,6 +36,8 @@ BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 30.0
 BACKOFF_RESET_AFTER = 60.0
 # Waiting on something missing (Secret, ConfigMap) is retried this often.
 CONFIG_RETRY_SECONDS = 2.0
+# Where in-cluster clients look for their token; hard-coded in every client.
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 @dataclass
@@ -300,6 +304,9 @@ class PodWorker:
 
         await self._retry_until_ok(resolve)
         env = {k: rewriter.rewrite(v) for k, v in env.items()}
+        kubeconfig = self._in_cluster_kubeconfig(rewriter)
+        if kubeconfig is not None:
+            env.setdefault("KUBECONFIG", str(kubeconfig))
         argv = rewriter.rewrite_all(
             [expand(word, env) for word in images.container_argv(container)]
         )
@@ -368,6 +375,47 @@ class PodWorker:
         self.mark_dirty()
         log.info("pod %s container %s exited with %d", self.name, name, code)
         return code
+
+    def _in_cluster_kubeconfig(self, rewriter: PathRewriter) -> Path | None:
+        """A kubeconfig with the pod's service account token, when one is mounted.
+
+        In-cluster clients read the token from a fixed absolute path that a
+        process outside a container cannot see; the Kubernetes clients and
+        kopf fall back to $KUBECONFIG, which names this file.
+        """
+        account_dir = Path(rewriter.rewrite(SERVICE_ACCOUNT_DIR))
+        token, ca = account_dir / "token", account_dir / "ca.crt"
+        if str(account_dir) == SERVICE_ACCOUNT_DIR or not token.exists() or not ca.exists():
+            return None
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "in-cluster",
+                    "cluster": {
+                        "server": f"https://{self.node.api_host}:{self.node.api_port}",
+                        "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "service-account", "user": {"token": token.read_text().strip()}}],
+            "contexts": [
+                {
+                    "name": "in-cluster",
+                    "context": {
+                        "cluster": "in-cluster",
+                        "user": "service-account",
+                        "namespace": self.pod["metadata"]["namespace"],
+                    },
+                }
+            ],
+            "current-context": "in-cluster",
+        }
+        path = self.pod_dir / "run" / "kubeconfig"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(config))
+        return path
 
     async def _probe(
         self,

@@ -10,6 +10,7 @@ namespace rejects a privileged pod but admits a compliant one.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import urllib.request
 from typing import Any
@@ -88,7 +89,9 @@ def test_deployment_pod_endpointslice_http_and_garbage_collection(
     assert pod.metadata.owner_references[0].name == replica_set.metadata.name
     assert pod.spec.node_name == local_cluster.node_name
     assert pod.status.phase == "Running"
-    assert pod.status.pod_ip.startswith("127.1.")
+    # Each node agent owns a 127.N.0.0/16 with N >= 1; 127.0.0.x stays the host's.
+    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network("127.0.0.0/8")
+    assert not pod.status.pod_ip.startswith("127.0.")
     assert pod.status.container_statuses[0].ready is True
     assert pod.status.container_statuses[0].state.running is not None
 
@@ -457,3 +460,38 @@ def test_service_account_token_is_projected(
     assert (account / "namespace").read_text() == namespace
     assert (account / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert (account / "token").read_text().count(".") == 2  # a JWT
+
+
+def test_in_cluster_clients_authenticate_as_the_pod_service_account(
+    local_cluster: ClusterHandle, k8s_client: Any, namespace: str
+) -> None:
+    """In-cluster clients fall back to $KUBECONFIG, which carries the projected token."""
+    core = client.CoreV1Api(k8s_client)
+    script = (
+        "import kubernetes as k; k.config.load_config(); "
+        "print(k.client.AuthenticationV1Api().create_self_subject_review({}).status.user_info.username)"
+    )
+    run_pod(
+        core,
+        namespace,
+        "whoami",
+        {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "ghcr.io/kubesoar/kubesoar:0.1.0",
+                    "command": ["python", "-c", script],
+                }
+            ],
+        },
+    )
+    wait_for(
+        lambda: (
+            core.read_namespaced_pod("whoami", namespace).status.phase in ("Succeeded", "Failed")
+            or None
+        ),
+        "the pod to finish",
+    )
+    output = local_cluster.pod_log(namespace, "whoami", "main")
+    assert output.strip().splitlines()[-1] == f"system:serviceaccount:{namespace}:default", output
