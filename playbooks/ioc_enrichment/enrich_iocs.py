@@ -10,7 +10,8 @@ returning partial results when some lookups fail.
 
 Limits are per runtime pod (the buckets live in the module): with N replicas
 the key sees up to N times the rate, so divide the key's quota by replicas.
-Every attempt, retries included, takes a token.
+Every attempt, retries included, takes a token. Only the integrations an
+alert's IOCs need are used, so only their secrets must be mounted.
 """
 
 from __future__ import annotations
@@ -107,8 +108,8 @@ async def _get(ctx: RunContext, integration: str, url: str, **kwargs: Any) -> ht
 _VT_PATHS = {"ip": "ip_addresses", "domain": "domains", "hash": "files", "url": "urls"}
 
 
-@action(timeout=None, retries=3, retry_backoff=2.0)
-async def virustotal(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
+@action(timeout=None, retries=2, retry_backoff=1.5)
+async def virustotal(ctx: RunContext, api_key: str, kind: str, value: str) -> dict[str, Any]:
     """VirusTotal's last analysis stats and reputation."""
     ident = value
     if kind == "url":
@@ -117,7 +118,7 @@ async def virustotal(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
         ctx,
         "virustotal",
         f"https://www.virustotal.com/api/v3/{_VT_PATHS[kind]}/{ident}",
-        headers={"x-apikey": ctx.secret("virustotal", "apiKey")},
+        headers={"x-apikey": api_key},
     )
     if response.status_code == 404:
         return {"found": False}
@@ -130,15 +131,15 @@ async def virustotal(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
     }
 
 
-@action(timeout=None, retries=3, retry_backoff=2.0)
-async def abuseipdb(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
+@action(timeout=None, retries=2, retry_backoff=1.5)
+async def abuseipdb(ctx: RunContext, api_key: str, kind: str, value: str) -> dict[str, Any]:
     """AbuseIPDB's confidence score and report count."""
     response = await _get(
         ctx,
         "abuseipdb",
         "https://api.abuseipdb.com/api/v2/check",
         params={"ipAddress": value, "maxAgeInDays": 90},
-        headers={"Key": ctx.secret("abuseipdb", "apiKey"), "Accept": "application/json"},
+        headers={"Key": api_key, "Accept": "application/json"},
     )
     response.raise_for_status()
     data = response.json()["data"]
@@ -149,14 +150,14 @@ async def abuseipdb(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
     }
 
 
-@action(timeout=None, retries=3, retry_backoff=2.0)
-async def greynoise(ctx: RunContext, kind: str, value: str) -> dict[str, Any]:
+@action(timeout=None, retries=2, retry_backoff=1.5)
+async def greynoise(ctx: RunContext, api_key: str, kind: str, value: str) -> dict[str, Any]:
     """GreyNoise's classification: internet background noise or not."""
     response = await _get(
         ctx,
         "greynoise",
         f"https://api.greynoise.io/v3/community/{value}",
-        headers={"key": ctx.secret("greynoise", "apiKey")},
+        headers={"key": api_key},
     )
     if response.status_code == 404:  # not observed scanning the internet
         return {"noise": False, "riot": False, "classification": "unseen"}
@@ -215,8 +216,10 @@ def _public(value: str) -> bool:
 async def enrich_iocs(alert: Alert, ctx: RunContext) -> dict[str, Any]:
     iocs = iocs_of(alert)
     plan = [(kind, value, name) for kind, value in iocs for name in INTEGRATIONS[kind]]
+    # Credentials first: a missing one fails the run at once, naming it.
+    keys = {name: ctx.secret(name, "apiKey") for name in sorted({n for _, _, n in plan})}
     answers = await ctx.gather_limited(
-        [lambda k=k, v=v, n=n: LOOKUPS[n](ctx, k, v) for k, v, n in plan],
+        [lambda k=k, v=v, n=n: LOOKUPS[n](ctx, keys[n], k, v) for k, v, n in plan],
         limit=MAX_PARALLEL,
         return_exceptions=True,
     )
