@@ -37,6 +37,11 @@ if __package__ in (None, ""):  # run as a script: make `hack.localcluster` impor
 from hack.localcluster import pki, processes
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+# The node agent needs aiohttp, and it runs `kubesoar` pods with its own Python:
+# the repository's virtualenv when there is one, whatever runs `up` otherwise.
+_VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+AGENT_PYTHON = str(_VENV_PYTHON) if _VENV_PYTHON.exists() else sys.executable
 NODE_NAME = "kubesoar-node"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -264,7 +269,7 @@ class LocalCluster:
         # Pods of a node agent that died without cleaning up.
         sweep = subprocess.run(
             [
-                sys.executable,
+                AGENT_PYTHON,
                 str(HERE / "nodeagent.py"),
                 "--sweep",
                 "--state-dir",
@@ -510,7 +515,7 @@ class LocalCluster:
         kubeconfig = self.state_dir / "kubeconfigs" / "endpointslices.kubeconfig"
         self._start(
             "endpointslices",
-            [sys.executable, str(HERE / "endpointslices.py"), f"--kubeconfig={kubeconfig}"],
+            [AGENT_PYTHON, str(HERE / "endpointslices.py"), f"--kubeconfig={kubeconfig}"],
             env=self._python_env(),
         )
 
@@ -519,7 +524,7 @@ class LocalCluster:
         self._start(
             "nodeagent",
             [
-                sys.executable,
+                AGENT_PYTHON,
                 str(HERE / "nodeagent.py"),
                 f"--kubeconfig={self.state_dir / 'kubeconfigs' / 'node.kubeconfig'}",
                 f"--node-name={self.node_name}",

@@ -137,7 +137,7 @@ def desired_slices(
             ports.append(port)
         terminating = bool(pod["metadata"].get("deletionTimestamp"))
         serving = _pod_ready(pod) or publish_not_ready
-        endpoint = {
+        endpoint: dict[str, Any] = {
             "addresses": [status["podIP"]],
             "conditions": {
                 "ready": serving and not terminating,
@@ -154,7 +154,7 @@ def desired_slices(
         }
         group = json.dumps(ports, sort_keys=True)
         groups.setdefault(group, (ports, []))[1].append(endpoint)
-    slices = {}
+    slices: dict[str, dict[str, Any]] = {}
     for group, (ports, endpoints) in groups.items():
         digest = hashlib.sha256(group.encode()).hexdigest()[:8]
         slice_name = f"{name[:200]}-loopback-{digest}"

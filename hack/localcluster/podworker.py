@@ -128,7 +128,7 @@ class PodWorker:
         self.node = node
         self.pod_ip = pod_ip
         self.uid: str = pod["metadata"]["uid"]
-        self.pod_dir = node.state_dir / "pods" / self.uid
+        self.pod_dir: Path = node.state_dir / "pods" / self.uid
         spec = pod["spec"]
         self.init_records = [
             ContainerRecord(c["name"], c["image"]) for c in spec.get("initContainers") or []

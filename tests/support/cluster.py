@@ -135,7 +135,9 @@ def namespace_factory(api_client: Any) -> tuple[Callable[..., str], Callable[[],
 
     def make_namespace(prefix: str = "t", labels: Mapping[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        core.create_namespace({"metadata": {"name": name, "labels": dict(labels or {})}})
+        core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=dict(labels or {})))
+        )
         created.append(name)
 
         # The ServiceAccount admission plugin rejects pods until the
