@@ -1,0 +1,355 @@
+"""End to end on the real control plane: commit → Playbook → pods → signed alert → run → status.
+
+Everything is real: the API server and etcd, the node agent running the runtime
+pods as processes, a Git repository served over smart HTTP with basic auth, the
+operator and router as subprocesses, HTTP between router and runtime, and a
+"sink" HTTP server standing in for the integration a playbook calls, which
+records every alert a run handled. The sink is how the tests prove that every
+alert the router acknowledged was executed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from kubesoar.operator.router.auth import sign
+from support.cluster import ClusterHandle
+from support.git_http import GitHTTPServer
+from support.stack import KubesoarStack, apply_crds, condition, kubectl_json, wait_for
+
+pytestmark = pytest.mark.cluster
+
+GIT_USER, GIT_PASSWORD = "soc", "e2e-git-password-3f9c"
+HMAC_KEY = "e2e-hmac-key-6b1d"
+TENANTS = ("acme", "globex")
+
+PLAYBOOK_CODE = '''
+"""Triage: record each high-severity alert at the sink (stands in for a ticketing API)."""
+import os
+
+import httpx
+from kubesoar import Alert, action, playbook
+
+VERSION = "{version}"
+
+
+@action(timeout=10, retries=3, retry_backoff=1.5)
+async def record(alert: Alert) -> int:
+    async with httpx.AsyncClient(timeout=5) as client:
+        answer = await client.post(
+            os.environ["SINK_URL"],
+            json={{"alertId": alert.id, "tenant": alert.tenant, "version": VERSION,
+                   "title": alert.title}},
+        )
+        answer.raise_for_status()
+        return answer.status_code
+
+
+@playbook(trigger="webhook", conditions={{"severity": ["high", "critical"]}}, order=10)
+async def triage(alert: Alert) -> dict:
+    await record(alert)
+    return {{"version": VERSION}}
+'''
+
+BROKEN_CODE = """
+from kubesoar import playbook
+
+@playbook(trigger="webhook")
+async def broken(alert):
+    return {}
+
+raise RuntimeError("missing configuration: TICKET_QUEUE")
+"""
+
+
+class Sink:
+    """A loopback HTTP server that records the JSON bodies playbooks post to it."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        records = self.records
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = min(int(self.headers.get("Content-Length", "0")), 65536)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with lock:
+                    records.append(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/records"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def ids(self, tenant: str | None = None) -> set[str]:
+        return {r["alertId"] for r in list(self.records) if tenant in (None, r["tenant"])}
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class World:
+    """The shared setup: two tenant namespaces, a Git repo, a sink, operator and router."""
+
+    def __init__(self, cluster: ClusterHandle, workdir: Path) -> None:
+        self.cluster = cluster
+        self.suffix = uuid.uuid4().hex[:6]
+        self.namespaces = {t: f"e2e-{t}-{self.suffix}" for t in TENANTS}
+        self.git = GitHTTPServer(workdir / "git", username=GIT_USER, password=GIT_PASSWORD)
+        self.git.start()
+        self.repo = self.git.create_repo(
+            "playbooks",
+            {"triage/triage.py": PLAYBOOK_CODE.format(version="v1"), "broken/broken.py": BROKEN_CODE},
+        )
+        self.sink = Sink()
+        for tenant, ns in self.namespaces.items():
+            self.apply(
+                {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": ns, "labels": {
+                     "pod-security.kubernetes.io/enforce": "restricted", "e2e": tenant}}},
+            )  # fmt: skip
+        self.stack = KubesoarStack(
+            kubeconfig=cluster.kubeconfig, namespaces=list(self.namespaces.values()), workdir=workdir
+        )
+        self.stack.start()
+
+    def apply(self, *objects: dict[str, Any], namespace: str | None = None) -> None:
+        ns_args = ["-n", namespace] if namespace else []
+        text = yaml.safe_dump_all(objects)
+        self.cluster.kubectl("apply", *ns_args, "-f", "-", input=text)
+
+    def deploy_tenant(self, tenant: str, *, token: str) -> None:
+        """The AlertSource, its Secret, the Git Secret and the triage Playbook of a tenant."""
+        ns = self.namespaces[tenant]
+        self.apply(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
+             "stringData": {"username": GIT_USER, "password": GIT_PASSWORD}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
+             "stringData": {"token": token, "hmac": HMAC_KEY}},
+            {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
+             "metadata": {"name": "siem"},
+             "spec": {"format": "generic", "auth": {
+                 "bearer": {"secretRef": {"name": "ingest", "key": "token"}},
+                 "hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}}},
+            self.playbook("triage", "triage/", "triage"),
+            namespace=ns,
+        )  # fmt: skip
+
+    def playbook(self, name: str, path: str, module: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "kubesoar.dev/v1alpha1",
+            "kind": "Playbook",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {
+                    "git": {
+                        "url": self.git.url("playbooks"),
+                        "ref": {"branch": "main"},
+                        "secretRef": {"name": "git-auth"},
+                    },
+                    "path": path,
+                    "interval": "10s",
+                },
+                "module": module,
+                "replicas": 2,
+                "runtime": {"env": [{"name": "SINK_URL", "value": self.sink.url}]},
+            },
+        }
+
+    def get(self, tenant: str, kind: str, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = kubectl_json(
+            self.cluster.kubectl, "-n", self.namespaces[tenant], "get", kind, name
+        )
+        return result
+
+    def wait_ready(self, tenant: str, name: str, revision_sha: str | None = None) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            pb = self.get(tenant, "playbook", name)
+            cond = condition(pb, "Ready")
+            revision = pb.get("status", {}).get("source", {}).get("revision", "")
+            if cond and cond["status"] == "True" and (not revision_sha or revision_sha in revision):
+                return pb
+            return None
+
+        try:
+            return wait_for(f"playbook {tenant}/{name} Ready", ready, timeout=180)
+        except TimeoutError:
+            print(self.stack.logs()[-8000:])
+            raise
+
+    def send(
+        self, tenant: str, alert: dict[str, Any], *, token: str, source_tenant: str | None = None
+    ) -> httpx.Response:
+        """POST a signed alert to `source_tenant`'s source path (default: the tenant's own)."""
+        ns = self.namespaces[source_tenant or tenant]
+        body = json.dumps(alert).encode()
+        timestamp = str(int(time.time()))
+        return httpx.post(
+            f"{self.stack.router_url}/v1/namespaces/{ns}/sources/siem/alerts",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                "X-Kubesoar-Timestamp": timestamp,
+                "X-Kubesoar-Signature": sign(HMAC_KEY.encode(), timestamp, body),
+            },
+            timeout=30,
+        )
+
+    def close(self) -> None:
+        self.stack.stop()
+        for ns in self.namespaces.values():
+            self.cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        self.sink.close()
+        self.git.close()
+
+
+TOKENS = {"acme": "acme-ingest-token-01", "globex": "globex-ingest-token-02"}
+
+
+@pytest.fixture(scope="module")
+def world(local_cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    apply_crds(local_cluster.kubectl)
+    world = World(local_cluster, tmp_path_factory.mktemp("e2e"))
+    try:
+        for tenant in TENANTS:
+            world.deploy_tenant(tenant, token=TOKENS[tenant])
+        yield world
+    finally:
+        world.close()
+
+
+def high_alert(title: str) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex, "title": title, "severity": "high", "source_ip": "203.0.113.7"}
+
+
+def test_signed_alert_runs_the_playbook_and_status_counts_it(world: World) -> None:
+    pb = world.wait_ready("acme", "triage", world.repo.head())
+    assert pb["status"]["source"]["revision"] == f"main@sha1:{world.repo.head()}"
+    assert [e["name"] for e in pb["status"]["playbooks"]] == ["triage"]
+
+    answer = world.send("acme", high_alert("ransomware beacon"), token=TOKENS["acme"])
+    assert answer.status_code == 202, answer.text
+    receipt = answer.json()
+    assert [d["playbook"] for d in receipt["deliveries"]] == ["triage"]
+
+    wait_for("the run at the sink", lambda: receipt["alertId"] in world.sink.ids("acme"), 60)
+
+    def counted() -> bool:
+        runs = world.get("acme", "playbook", "triage")["status"].get("runs", {})
+        return runs.get("succeeded", 0) >= 1 and runs.get("total", 0) >= 1
+
+    wait_for("status.runs to count the run", counted, timeout=60)
+
+    low = world.send("acme", {**high_alert("noise"), "severity": "low"}, token=TOKENS["acme"])
+    assert low.status_code == 202 and low.json()["deliveries"] == []
+
+
+def test_tenants_stay_isolated(world: World) -> None:
+    world.wait_ready("acme", "triage")
+    world.wait_ready("globex", "triage")
+
+    # acme's token is not accepted at globex's source, even with the same source name.
+    crossed = world.send("acme", high_alert("cross"), token=TOKENS["acme"], source_tenant="globex")
+    assert crossed.status_code in (401, 403), crossed.text
+
+    answer = world.send("globex", high_alert("globex only"), token=TOKENS["globex"])
+    assert answer.status_code == 202, answer.text
+    alert_id = answer.json()["alertId"]
+    wait_for("globex's run", lambda: alert_id in world.sink.ids("globex"), 60)
+    tenants = {r["tenant"] for r in world.sink.records if r["alertId"] == alert_id}
+    assert tenants == {world.namespaces["globex"]}
+
+
+def test_import_error_is_reported_and_others_are_unaffected(world: World) -> None:
+    ns = world.namespaces["acme"]
+    world.apply(world.playbook("broken", "broken/", "broken"), namespace=ns)
+
+    def runtime_failed() -> dict[str, Any] | None:
+        cond = condition(world.get("acme", "playbook", "broken"), "RuntimeReady")
+        return cond if cond and cond["status"] == "False" and "broken.py" in cond["message"] else None
+
+    cond = wait_for("RuntimeReady=False on the broken playbook", runtime_failed, timeout=180)
+    assert "missing configuration: TICKET_QUEUE" in cond["message"]
+    assert "line 8" in cond["message"]
+
+    world.wait_ready("acme", "triage")
+    answer = world.send("acme", high_alert("still flowing"), token=TOKENS["acme"])
+    assert answer.status_code == 202, answer.text
+    assert [d["playbook"] for d in answer.json()["deliveries"]] == ["triage"]
+
+
+def test_fix_commit_rolls_out_while_alerts_keep_flowing(world: World) -> None:
+    world.wait_ready("acme", "triage")
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def sender() -> None:
+        # A sender retries a 503 as the router asks; every 202 is an acknowledgement.
+        while not stop.is_set() and len(acknowledged) < 400:
+            alert = high_alert(f"during rollout {len(acknowledged)}")
+            for _ in range(20):
+                answer = world.send("acme", alert, token=TOKENS["acme"])
+                if answer.status_code == 202:
+                    acknowledged.append(answer.json()["alertId"])
+                    break
+                assert answer.status_code in (429, 503), answer.text
+                time.sleep(0.5)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    try:
+        new_sha = world.repo.commit({"triage/triage.py": PLAYBOOK_CODE.format(version="v2")}, "v2")
+        world.cluster.kubectl(
+            "-n", world.namespaces["acme"], "annotate", "--overwrite", "playbook/triage",
+            f"kubesoar.dev/requestedAt={time.time()}",
+        )  # fmt: skip
+        world.wait_ready("acme", "triage", new_sha)
+
+        def v2_ran() -> bool:
+            return any(r["version"] == "v2" for r in list(world.sink.records))
+
+        wait_for("a run of the new revision", v2_ran, timeout=120)
+    finally:
+        stop.set()
+        thread.join(60)
+
+    assert acknowledged, "no alert was acknowledged during the rollout"
+    missing = set(acknowledged) - world.sink.ids()
+    if missing:
+        wait_for(
+            "every acknowledged alert to be executed",
+            lambda: not (set(acknowledged) - world.sink.ids()),
+            timeout=60,
+        )
+    assert not set(acknowledged) - world.sink.ids()
+
+
+def test_no_credential_reaches_status_events_or_logs(world: World) -> None:
+    world.wait_ready("acme", "triage")
+    texts = [world.stack.logs()]
+    for ns in world.namespaces.values():
+        for kind in ("playbooks", "alertsources", "events"):
+            texts.append(world.cluster.kubectl("-n", ns, "get", kind, "-o", "yaml").stdout)
+    blob = "\n".join(texts)
+    for secret in (GIT_PASSWORD, HMAC_KEY, *TOKENS.values()):
+        assert secret not in blob

@@ -1,0 +1,196 @@
+"""kubesoar's own processes (operator and router) against a cluster, for e2e tests and the demo.
+
+`KubesoarStack` runs `kubesoar operator` and `kubesoar router` as real
+subprocesses on loopback, talking to the API server through a kubeconfig,
+exactly as they run in their pods. Logs go to files under `workdir` so a
+failing test can show them and a test can assert that no credential reached
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+CRDS = REPO / "crds"
+T = TypeVar("T")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 120.0, interval: float = 0.5
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except Exception as exc:  # the probe's own errors are retried until the deadline
+            last_error = exc
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
+
+
+def kubectl_json(kubectl: Callable[..., subprocess.CompletedProcess[str]], *args: str) -> Any:
+    return json.loads(kubectl(*args, "-o", "json").stdout)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in obj.get("status", {}).get("conditions", []) or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+@dataclass
+class _Process:
+    name: str
+    argv: list[str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        log.close()
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def stop(self, grace: float = 15.0) -> None:
+        if not self.running():
+            return
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class KubesoarStack:
+    """Operator and router processes watching `namespaces` of the cluster behind `kubeconfig`."""
+
+    kubeconfig: Path
+    namespaces: list[str]
+    workdir: Path
+    artifact_port: int = field(default_factory=free_port)
+    router_port: int = field(default_factory=free_port)
+    liveness_port: int = field(default_factory=free_port)
+    status_interval: float = 2.0
+    _processes: dict[str, _Process] = field(default_factory=dict)
+
+    @property
+    def router_url(self) -> str:
+        return f"http://127.0.0.1:{self.router_port}"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _scope_args(self) -> list[str]:
+        args: list[str] = []
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        return args
+
+    def start_operator(self) -> None:
+        argv = [
+            sys.executable, "-m", "kubesoar", "operator",
+            "--kubeconfig", str(self.kubeconfig),
+            *self._scope_args(),
+            "--artifact-listen", f"127.0.0.1:{self.artifact_port}",
+            "--artifact-url", f"http://127.0.0.1:{self.artifact_port}",
+            "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--state-dir", str(self.workdir / "operator-state"),
+            "--status-interval", str(self.status_interval),
+        ]  # fmt: skip
+        proc = _Process("operator", argv, self.workdir / "operator.log")
+        proc.start(self._env())
+        self._processes["operator"] = proc
+        wait_for(
+            "the operator's liveness endpoint",
+            lambda: self._alive(proc, f"http://127.0.0.1:{self.liveness_port}/healthz"),
+            timeout=60,
+        )
+
+    def start_router(self) -> None:
+        argv = [
+            sys.executable, "-m", "kubesoar", "router",
+            "--kubeconfig", str(self.kubeconfig),
+            *self._scope_args(),
+            "--listen", f"127.0.0.1:{self.router_port}",
+            "--metrics-port", "0",
+            "--status-interval", str(self.status_interval),
+        ]  # fmt: skip
+        proc = _Process("router", argv, self.workdir / "router.log")
+        proc.start(self._env())
+        self._processes["router"] = proc
+        wait_for(
+            "the router to sync",
+            lambda: self._alive(proc, f"{self.router_url}/readyz"),
+            timeout=60,
+        )
+
+    def _alive(self, proc: _Process, url: str) -> bool:
+        if not proc.running():
+            raise RuntimeError(f"{proc.name} exited:\n{proc.log_text()[-4000:]}")
+        return httpx.get(url, timeout=2).status_code == 200
+
+    def start(self) -> KubesoarStack:
+        self.start_operator()
+        self.start_router()
+        return self
+
+    def stop(self, names: Iterable[str] | None = None) -> None:
+        for name in list(names or self._processes):
+            self._processes[name].stop()
+
+    def restart(self, name: str) -> None:
+        self.stop([name])
+        {"operator": self.start_operator, "router": self.start_router}[name]()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"===== {name} =====\n{proc.log_text()}" for name, proc in self._processes.items()
+        )
+
+
+def apply_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """Install kubesoar's CRDs (server-side apply, idempotent) and wait until they are served."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/playbooks.kubesoar.dev", "crd/alertsources.kubesoar.dev",
+    )  # fmt: skip
