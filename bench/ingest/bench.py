@@ -1,0 +1,383 @@
+"""Ingest benchmark: router -> runtime -> no-op playbook, next to a bare two-hop floor.
+
+    .venv/bin/python bench/ingest/bench.py all [--seconds 10]
+    .venv/bin/python bench/ingest/bench.py match
+
+Every server and the load generator run as separate processes on loopback
+(127.0.0.1 / 127.0.0.x). The floor is the same number of aiohttp hops doing no
+work: a forwarder (aiohttp client, same pool settings) in front of an echo server.
+Load: closed loop at 16 and 64 connections, open loop at 2,000 alerts/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+TOKEN = "bench-token"
+NOOP_PLAYBOOK = """
+from kubesoar import playbook, Alert
+
+@playbook(trigger="webhook", conditions={"severity": ["high", "critical"]})
+async def noop(alert: Alert) -> None:
+    return None
+"""
+BODY_PAD = "x" * 700  # ~1 KB alerts, as in DESIGN.md's measurements
+
+
+# --- servers -----------------------------------------------------------------
+def serve_echo(host: str, port: int) -> None:
+    async def echo(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"runId": "r", "accepted": ["noop"]}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", echo)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
+def serve_forwarder(host: str, port: int, target: str) -> None:
+    from kubesoar.operator.router.delivery import make_session
+
+    async def start(app: web.Application):  # type: ignore[no-untyped-def]
+        app["session"] = make_session()
+        yield
+        await app["session"].close()
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        async with request.app["session"].post(target, data=body) as response:
+            answer = await response.read()
+        return web.Response(body=answer, status=response.status, content_type="application/json")
+
+    app = web.Application()
+    app.cleanup_ctx.append(start)
+    app.router.add_post("/{tail:.*}", forward)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
+def serve_router(host: str, port: int, runtime_host: str, runtime_port: int) -> None:
+    import base64
+
+    from kubesoar.operator.router.app import create_ingest_app
+    from kubesoar.operator.router.ingest import Router
+    from kubesoar.operator.router.snapshot import Snapshot, build_namespace
+
+    snapshot = Snapshot()
+    snapshot.put(
+        build_namespace(
+            "bench",
+            alertsources=[
+                {
+                    "metadata": {"name": "siem"},
+                    "spec": {
+                        "auth": {"bearer": {"secretRef": {"name": "s", "key": "token"}}},
+                        "dedup": {"windowSeconds": 0},
+                    },
+                }
+            ],
+            secrets={"s": {"token": TOKEN.encode()}},
+            playbooks=[
+                {
+                    "metadata": {"name": "noop"},
+                    "spec": {},
+                    "status": {
+                        "conditions": [{"type": "Ready", "status": "True"}],
+                        "playbooks": [
+                            {
+                                "name": "noop",
+                                "trigger": "webhook",
+                                "conditions": {"severity": ["high", "critical"]},
+                            }
+                        ],
+                    },
+                }
+            ],
+            endpointslices=[
+                {
+                    "metadata": {"labels": {"kubesoar.dev/playbook": "noop"}},
+                    "ports": [{"name": "http", "port": runtime_port}],
+                    "endpoints": [{"addresses": [runtime_host], "conditions": {"ready": True}}],
+                }
+            ],
+        )
+    )
+    snapshot.synced = True
+    app = create_ingest_app(Router(snapshot=snapshot))
+    _ = base64
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
+# --- load --------------------------------------------------------------------
+def alert_body(index: int) -> bytes:
+    return json.dumps(
+        {
+            "title": f"bench {index}",
+            "severity": "high",
+            "source_id": f"b-{index}-{random.random()}",
+            "description": BODY_PAD,
+        }
+    ).encode()
+
+
+async def load(url: str, mode: str, value: int, seconds: float) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    connector = aiohttp.TCPConnector(limit=value if mode == "closed" else 512)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            nonlocal errors, counter
+            counter += 1
+            body = alert_body(counter)
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 202:
+                        errors += 1
+                        return
+            except aiohttp.ClientError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - started)
+
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        if mode == "closed":
+
+            async def worker() -> None:
+                while time.perf_counter() < deadline:
+                    await one()
+
+            await asyncio.gather(*(worker() for _ in range(value)))
+        else:
+            interval = 1.0 / value
+            pending: set[asyncio.Task[None]] = set()
+            next_at = started
+            while next_at < deadline:
+                now = time.perf_counter()
+                while next_at <= now and len(pending) < 2000:
+                    task = asyncio.create_task(one())
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                    next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    pick = (
+        (lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000)
+        if latencies
+        else (lambda q: 0.0)
+    )
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "errors": errors,
+        "ok": len(latencies),
+    }
+
+
+def run_load(url: str, mode: str, value: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "load", url, mode, str(value), str(seconds)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
+    return json.loads(out.stdout)
+
+
+# --- orchestration -------------------------------------------------------------
+def wait_port(host: str, port: int, path: str = "/", timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{host}:{port} did not open")
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def run_all(seconds: float) -> None:
+    procs: list[subprocess.Popen[bytes]] = []
+    workspace = Path(tempfile.mkdtemp(prefix="kubesoar-bench-"))
+    (workspace / "src").mkdir()
+    (workspace / "src" / "noopbook.py").write_text(NOOP_PLAYBOOK)
+    try:
+        rt_host, rt_port = "127.0.0.2", free_port("127.0.0.2")
+        env = {
+            **os.environ,
+            "KUBESOAR_POD_IP": rt_host,
+            "KUBESOAR_PORT": str(rt_port),
+            "KUBESOAR_WORKSPACE": str(workspace),
+            "KUBESOAR_MODULE": "noopbook",
+            "KUBESOAR_QUEUE_SIZE": "100000",
+            "KUBESOAR_CONCURRENCY": "256",
+            "KUBESOAR_RUN_HISTORY": "1000",
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "kubesoar", "runtime"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        r_port = free_port("127.0.0.1")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, __file__, "router", str(r_port), rt_host, str(rt_port)],
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        e_port, f_port = free_port("127.0.0.1"), free_port("127.0.0.1")
+        procs.append(subprocess.Popen([sys.executable, __file__, "echo", str(e_port)]))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "forwarder",
+                    str(f_port),
+                    f"http://127.0.0.1:{e_port}/v1/runs",
+                ]
+            )
+        )
+        for host, port in (
+            (rt_host, rt_port),
+            ("127.0.0.1", r_port),
+            ("127.0.0.1", e_port),
+            ("127.0.0.1", f_port),
+        ):
+            wait_port(host, port)
+        time.sleep(1)
+        router_url = f"http://127.0.0.1:{r_port}/v1/namespaces/bench/sources/siem/alerts"
+        floor_url = f"http://127.0.0.1:{f_port}/v1/namespaces/bench/sources/siem/alerts"
+        print(
+            f"{'load':<18} {'path':<28} {'alerts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        )
+        for mode, value, label in (
+            ("closed", 16, "closed 16 conns"),
+            ("closed", 64, "closed 64 conns"),
+            ("open", 2000, "open 2,000/s"),
+        ):
+            for name, url in (
+                ("floor (2 bare hops)", floor_url),
+                ("router->runtime->playbook", router_url),
+            ):
+                result = run_load(url, mode, value, seconds)
+                print(
+                    f"{label:<18} {name:<28} {result['rps']:>9.0f} {result['p50_ms']:>8.2f} "
+                    f"{result['p99_ms']:>8.2f} {result['errors']:>7}",
+                    flush=True,
+                )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def run_match(count: int = 1000, alerts: int = 20000) -> None:
+    from kubesoar._conditions import compile_conditions
+    from kubesoar.operator.router.routes import Route, RouteIndex
+
+    rng = random.Random(1)
+    sev = ["info", "low", "medium", "high", "critical"]
+    routes = []
+    for index in range(count):
+        kind = index % 4
+        if kind == 0:
+            spec = {"rule_name": f"rule-{index}"}
+        elif kind == 1:
+            spec = {
+                "rule_name": [f"rule-{index}", f"alt-{index}"],
+                "severity": ["high", "critical"],
+            }
+        elif kind == 2:
+            spec = {"tags": f"tag-{index}", "hostname": {"$regex": "^web"}}
+        else:
+            spec = {"source_id": {"$in": [f"id-{index}"]}, "severity": {"$gte": "medium"}}
+        routes.append(Route(f"pb-{index}", "main", "webhook", compile_conditions(spec)))
+    index_ = RouteIndex.build(routes)
+    sample = [
+        {
+            "source": "elastic",
+            "severity": rng.choice(sev),
+            "rule_name": f"rule-{rng.randrange(count * 2)}",
+            "hostname": "web-1",
+            "tags": [f"tag-{rng.randrange(count * 2)}"],
+            "source_id": f"id-{rng.randrange(count)}",
+            "iocs": {"ips": ["1.2.3.4"]},
+        }
+        for _ in range(1000)
+    ]
+    started = time.perf_counter()
+    matched = 0
+    for i in range(alerts):
+        matched += len(index_.match(sample[i % 1000]))
+    per_alert = (time.perf_counter() - started) / alerts * 1e6
+    started = time.perf_counter()
+    for i in range(2000):
+        [r for r in routes if r.condition.matches(sample[i % 1000])]
+    brute = (time.perf_counter() - started) / 2000 * 1e6
+    print(
+        f"matching, {count} routes: {per_alert:.1f} µs/alert with the index "
+        f"({matched / alerts:.2f} matches/alert); {brute:.0f} µs/alert testing every route"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=["all", "match", "router", "echo", "forwarder", "load"])
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    ns = parser.parse_args()
+    if ns.what == "all":
+        run_all(ns.seconds)
+    elif ns.what == "match":
+        run_match()
+    elif ns.what == "router":
+        serve_router("127.0.0.1", int(ns.args[0]), ns.args[1], int(ns.args[2]))
+    elif ns.what == "echo":
+        serve_echo("127.0.0.1", int(ns.args[0]))
+    elif ns.what == "forwarder":
+        serve_forwarder("127.0.0.1", int(ns.args[0]), ns.args[1])
+    elif ns.what == "load":
+        url, mode, value, seconds = ns.args
+        print(json.dumps(asyncio.run(load(url, mode, int(value), float(seconds)))))
+
+
+if __name__ == "__main__":
+    main()
