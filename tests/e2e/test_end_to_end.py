@@ -117,7 +117,10 @@ class World:
         self.git.start()
         self.repo = self.git.create_repo(
             "playbooks",
-            {"triage/triage.py": PLAYBOOK_CODE.format(version="v1"), "broken/broken.py": BROKEN_CODE},
+            {
+                "triage/triage.py": PLAYBOOK_CODE.format(version="v1"),
+                "broken/broken.py": BROKEN_CODE,
+            },
         )
         self.sink = Sink()
         for tenant, ns in self.namespaces.items():
@@ -127,7 +130,9 @@ class World:
                      "pod-security.kubernetes.io/enforce": "restricted", "e2e": tenant}}},
             )  # fmt: skip
         self.stack = KubesoarStack(
-            kubeconfig=cluster.kubeconfig, namespaces=list(self.namespaces.values()), workdir=workdir
+            kubeconfig=cluster.kubeconfig,
+            namespaces=list(self.namespaces.values()),
+            workdir=workdir,
         )
         self.stack.start()
 
@@ -226,7 +231,9 @@ TOKENS = {"acme": "acme-ingest-token-01", "globex": "globex-ingest-token-02"}
 
 
 @pytest.fixture(scope="module")
-def world(local_cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    local_cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     apply_crds(local_cluster.kubectl)
     world = World(local_cluster, tmp_path_factory.mktemp("e2e"))
     try:
@@ -285,7 +292,9 @@ def test_import_error_is_reported_and_others_are_unaffected(world: World) -> Non
 
     def runtime_failed() -> dict[str, Any] | None:
         cond = condition(world.get("acme", "playbook", "broken"), "RuntimeReady")
-        return cond if cond and cond["status"] == "False" and "broken.py" in cond["message"] else None
+        return (
+            cond if cond and cond["status"] == "False" and "broken.py" in cond["message"] else None
+        )
 
     cond = wait_for("RuntimeReady=False on the broken playbook", runtime_failed, timeout=180)
     assert "missing configuration: TICKET_QUEUE" in cond["message"]

@@ -50,7 +50,9 @@ def wait_for(
         if value:
             return value
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})"
+    )
 
 
 def kubectl_json(kubectl: Callable[..., subprocess.CompletedProcess[str]], *args: str) -> Any:
