@@ -34,10 +34,11 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
-from hack.localcluster.cluster import LocalCluster  # noqa: E402
 from kubesoar.operator.router.auth import sign  # noqa: E402
 from support.git_http import GitHTTPServer  # noqa: E402
 from support.stack import KubesoarStack, apply_crds, condition, wait_for  # noqa: E402
+
+from hack.localcluster.cluster import LocalCluster  # noqa: E402
 
 NAMESPACE = "demo-acme"
 DEMO_ALERT = {
@@ -200,7 +201,7 @@ def finished_run(kubectl: Any, run_id: str) -> dict[str, Any] | None:
             "kubernetes.io/service-name=triage",
             "-o",
             "json",
-        ).stdout  # fmt: skip
+        ).stdout
     )
     for item in slices["items"]:
         port = next(p["port"] for p in item.get("ports") or [] if p.get("name") == "http")
