@@ -35,7 +35,7 @@ def container_argv(container: dict[str, Any]) -> list[str]:
     repo = repository(image)
     command: list[str] = list(container.get("command") or [])
     args: list[str] = list(container.get("args") or [])
-    if repo.endswith(KUBESOAR_REPOSITORY_SUFFIX):
+    if repo == KUBESOAR_REPOSITORY_SUFFIX or repo.endswith("/" + KUBESOAR_REPOSITORY_SUFFIX):
         argv = (command or ["kubesoar"]) + args
         program = Path(argv[0]).name
         if program == "kubesoar":

@@ -1,7 +1,9 @@
 """The local cluster works end to end: control plane, controllers, scheduler, node agent,
 loopback EndpointSlices and PodSecurity admission.
 
-A Deployment of the http-echo image becomes a ReplicaSet and a Pod on the agent's
+Pure parts of hack/localcluster (image mapping, env expansion, path rewriting,
+slice computation) are tested first, without a cluster. Then a Deployment of the
+http-echo image becomes a ReplicaSet and a Pod on the agent's
 node, the Pod turns Running and Ready, its EndpointSlice lists its address, the
 address answers HTTP, and deleting the Deployment garbage-collects the Pod and
 stops its process. Unknown images wait with a clear reason, and a restricted
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import sys
 import urllib.request
 from typing import Any
 
@@ -20,9 +23,101 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from support.cluster import ClusterHandle, process_alive, wait_for
 
-pytestmark = pytest.mark.cluster
+from hack.localcluster import endpointslices, images, podenv
 
 ECHO_IMAGE = "kubesoar.dev/test/http-echo:1"
+
+
+# -- pure parts, no cluster ------------------------------------------------------
+
+
+def test_images_map_to_local_programs_and_nothing_else() -> None:
+    assert (
+        images.repository("ghcr.io/kubesoar/kubesoar:0.1.0@sha256:ab")
+        == "ghcr.io/kubesoar/kubesoar"
+    )
+    assert (
+        images.repository("localhost:5000/kubesoar/kubesoar") == "localhost:5000/kubesoar/kubesoar"
+    )
+    runtime = {"image": "ghcr.io/kubesoar/kubesoar:0.1.0", "command": ["kubesoar", "runtime"]}
+    assert images.container_argv({**runtime, "args": ["-v"]}) == [
+        sys.executable,
+        "-m",
+        "kubesoar",
+        "runtime",
+        "-v",
+    ]
+    entrypoint_only = {"image": "kubesoar/kubesoar", "args": ["fetch"]}
+    assert images.container_argv(entrypoint_only) == [sys.executable, "-m", "kubesoar", "fetch"]
+    assert images.container_argv({"image": ECHO_IMAGE})[1].endswith("echo_server.py")
+    for image in ("evilkubesoar/kubesoar:1", "kubesoar/kubesoar-dev:1", "nginx"):
+        with pytest.raises(images.ImageNotRunnable, match=image.split(":")[0]):
+            images.container_argv({"image": image})
+
+
+def test_env_expansion_and_path_rewriting() -> None:
+    assert podenv.expand("$(A)-$(B)-$$(A)", {"A": "1"}) == "1-$(B)-$(A)"
+    rewriter = podenv.PathRewriter([("/data", "/pod/data"), ("/data/sub/", "/pod/sub")])
+    assert rewriter.rewrite("/data") == "/pod/data"
+    assert rewriter.rewrite("/data/x/y") == "/pod/data/x/y"
+    assert rewriter.rewrite("/data/sub/z") == "/pod/sub/z"  # the nested mount wins
+    assert rewriter.rewrite("/database") == "/database"
+    assert rewriter.rewrite("relative/data") == "relative/data"
+
+
+def _pod(
+    name: str, *, ready: bool = True, ip: str | None = "127.1.0.9", **extra: Any
+) -> dict[str, Any]:
+    meta = {"name": name, "uid": f"uid-{name}", "labels": extra.pop("labels", LABELS)}
+    meta.update(extra.pop("meta", {}))
+    port = extra.pop("port", 8080)
+    return {
+        "metadata": meta,
+        "spec": {
+            "nodeName": "n",
+            "containers": [{"ports": [{"name": "http", "containerPort": port}]}],
+        },
+        "status": {
+            "podIP": ip,
+            "phase": extra.pop("phase", "Running"),
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_desired_slices_follow_the_endpointslice_controller() -> None:
+    service = {
+        "metadata": {"name": "svc", "namespace": "ns", "uid": "svc-uid"},
+        "spec": {"selector": LABELS, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
+    }
+    pods = [
+        _pod("ready"),
+        _pod("unready", ready=False),
+        _pod("leaving", meta={"deletionTimestamp": "2026-01-01T00:00:00Z"}),
+        _pod("other-port", port=9090),
+        _pod("done", phase="Succeeded"),
+        _pod("no-ip", ip=None),
+        _pod("other-app", labels={"app": "other"}),
+    ]
+    slices = endpointslices.desired_slices(service, pods)
+    by_port = {s["ports"][0]["port"]: s for s in slices.values()}
+    assert set(by_port) == {8080, 9090}
+    main = by_port[8080]
+    assert main["addressType"] == "FQDN"
+    assert main["metadata"]["labels"]["kubernetes.io/service-name"] == "svc"
+    assert main["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
+    conditions = {e["targetRef"]["name"]: e["conditions"] for e in main["endpoints"]}
+    assert conditions == {
+        "ready": {"ready": True, "serving": True, "terminating": False},
+        "unready": {"ready": False, "serving": False, "terminating": False},
+        "leaving": {"ready": False, "serving": True, "terminating": True},
+    }
+    service["spec"]["publishNotReadyAddresses"] = True
+    published = endpointslices.desired_slices(service, [_pod("unready", ready=False)])
+    assert next(iter(published.values()))["endpoints"][0]["conditions"]["ready"] is True
+    assert endpointslices.desired_slices({**service, "spec": {"ports": []}}, pods) == {}
+
+
 LABELS = {"app": "echo"}
 
 
@@ -48,6 +143,7 @@ def condition(obj: Any, kind: str) -> str | None:
     return None
 
 
+@pytest.mark.cluster
 def test_deployment_pod_endpointslice_http_and_garbage_collection(
     local_cluster: ClusterHandle, k8s_client: Any, namespace: str
 ) -> None:
@@ -128,6 +224,7 @@ def test_deployment_pod_endpointslice_http_and_garbage_collection(
     wait_for(lambda: ready_address() is None or None, "the address to leave the EndpointSlice")
 
 
+@pytest.mark.cluster
 def test_unknown_image_waits_with_a_clear_reason(k8s_client: Any, namespace: str) -> None:
     core = client.CoreV1Api(k8s_client)
     core.create_namespaced_pod(
@@ -159,6 +256,7 @@ RESTRICTED_SECURITY = {
 }
 
 
+@pytest.mark.cluster
 def test_pod_security_restricted_namespace(k8s_client: Any, make_namespace: Any) -> None:
     core = client.CoreV1Api(k8s_client)
     namespace = make_namespace("psa", labels={"pod-security.kubernetes.io/enforce": "restricted"})
@@ -206,6 +304,7 @@ def shell(name: str, script: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "image": ECHO_IMAGE, "command": ["sh", "-c", script], **extra}
 
 
+@pytest.mark.cluster
 def test_volumes_env_and_path_rewriting(
     local_cluster: ClusterHandle, k8s_client: Any, namespace: str
 ) -> None:
@@ -294,6 +393,7 @@ def test_volumes_env_and_path_rewriting(
     assert lines[5] == f"work={pod_root}/workspace"
 
 
+@pytest.mark.cluster
 def test_init_container_failure_fails_a_never_restarting_pod(
     k8s_client: Any, namespace: str
 ) -> None:
@@ -319,6 +419,7 @@ def test_init_container_failure_fails_a_never_restarting_pod(
     assert condition(core.read_namespaced_pod("init-fails", namespace), "Initialized") == "False"
 
 
+@pytest.mark.cluster
 def test_crashing_container_restarts_with_its_last_state(k8s_client: Any, namespace: str) -> None:
     core = client.CoreV1Api(k8s_client)
     run_pod(core, namespace, "crasher", {"containers": [shell("main", "echo boom; exit 3")]})
@@ -332,6 +433,7 @@ def test_crashing_container_restarts_with_its_last_state(k8s_client: Any, namesp
     assert status.ready is False
 
 
+@pytest.mark.cluster
 def test_readiness_drives_pod_ready_and_the_endpointslice(
     local_cluster: ClusterHandle, k8s_client: Any, namespace: str
 ) -> None:
@@ -393,6 +495,7 @@ def test_readiness_drives_pod_ready_and_the_endpointslice(
     wait_for(lambda: endpoint_ready() is False or None, "the endpoint to turn unready")
 
 
+@pytest.mark.cluster
 def test_failing_liveness_probe_restarts_the_container(k8s_client: Any, namespace: str) -> None:
     core = client.CoreV1Api(k8s_client)
     liveness = {
@@ -421,6 +524,7 @@ def test_failing_liveness_probe_restarts_the_container(k8s_client: Any, namespac
     )
 
 
+@pytest.mark.cluster
 def test_deletion_kills_a_process_that_ignores_sigterm(
     local_cluster: ClusterHandle, k8s_client: Any, namespace: str
 ) -> None:
@@ -444,6 +548,7 @@ def test_deletion_kills_a_process_that_ignores_sigterm(
     assert not process_alive(pid)
 
 
+@pytest.mark.cluster
 def test_service_account_token_is_projected(
     local_cluster: ClusterHandle, k8s_client: Any, namespace: str
 ) -> None:
@@ -462,6 +567,7 @@ def test_service_account_token_is_projected(
     assert (account / "token").read_text().count(".") == 2  # a JWT
 
 
+@pytest.mark.cluster
 def test_in_cluster_clients_authenticate_as_the_pod_service_account(
     local_cluster: ClusterHandle, k8s_client: Any, namespace: str
 ) -> None:
