@@ -4,7 +4,6 @@ and never a secret value."""
 from __future__ import annotations
 
 import pytest
-
 from kubesoar.operator import alertsources
 
 SECRET_VALUE = "do-not-leak-me"
