@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 import sys
 import urllib.request
 from typing import Any
@@ -601,3 +602,51 @@ def test_in_cluster_clients_authenticate_as_the_pod_service_account(
     )
     output = local_cluster.pod_log(namespace, "whoami", "main")
     assert output.strip().splitlines()[-1] == f"system:serviceaccount:{namespace}:default", output
+
+
+@pytest.mark.cluster
+def test_up_reuses_and_down_leaves_no_process(tmp_path: Any) -> None:
+    """A cluster of its own: `up` twice reuses it; `down` stops every process, pods included."""
+    from hack.localcluster import processes
+    from hack.localcluster.cluster import COMPONENTS, LocalCluster
+
+    cluster = LocalCluster(state_dir=tmp_path / "cluster")
+    cluster.up()
+    try:
+        pids = {c: processes.read_pid_file(cluster.pid_file(c)) for c in COMPONENTS}
+        cluster.up()  # healthy: nothing restarted
+        assert {c: processes.read_pid_file(cluster.pid_file(c)) for c in COMPONENTS} == pids
+        kubectl = [str(cluster.kubectl_bin), f"--kubeconfig={cluster.kubeconfig}"]
+        subprocess.run(
+            [
+                *kubectl,
+                "run",
+                "forker",
+                f"--image={ECHO_IMAGE}",
+                "--command",
+                "--",
+                "sh",
+                "-c",
+                "sleep 300 & sleep 300",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        pod_pid = wait_for(
+            lambda: next(
+                (
+                    int(p.read_text().split()[0])
+                    for p in (cluster.state_dir / "pods").glob("*/run/forker.pid")
+                    if p.exists()
+                ),
+                None,
+            ),
+            "the pod's process",
+        )
+        assert processes.group_alive(pod_pid)
+    finally:
+        cluster.down()
+    for component, entry in pids.items():
+        assert entry is not None
+        assert not processes.group_alive(entry[0]), component
+    assert not processes.group_alive(pod_pid)  # the pod and the child it forked
