@@ -162,7 +162,9 @@ async def test_probes_and_metrics(router_server):
         assert (await client.get("/readyz")).status_code == 200
         await client.post(URL.format("siem"), content=b"{}", headers=AUTH)
         metrics = (await client.get("/metrics")).text
-    series = 'kubesoar_router_alerts_rejected_total{namespace="-",reason="unknown_source",source="-"}'
+    series = (
+        'kubesoar_router_alerts_rejected_total{namespace="-",reason="unknown_source",source="-"}'
+    )
     assert f"{series} 1.0" in metrics
 
 
