@@ -9,6 +9,7 @@ refreshes status from the runtime — runs the same reconcile.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -60,6 +61,15 @@ def register(
 ) -> kopf.OperatorRegistry:
     registry = registry or kopf.get_default_registry()
     resource: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": PLURAL}
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The client library reads $KUBECONFIG at import time, before `--kubeconfig` is
+        # known; kopf's own kubeconfig reader looks at it now. In a pod: the default
+        # (service account) login applies.
+        if os.environ.get("KUBECONFIG"):
+            return kopf.login_with_kubeconfig(**kwargs)
+        return None
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:

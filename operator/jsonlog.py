@@ -36,3 +36,6 @@ def configure(verbose: bool = False) -> None:
     # The API client's and kopf's debug chatter would drown the operator's own lines.
     for noisy in ("kubernetes", "urllib3", "aiohttp.access", "httpx", "httpcore", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not verbose:
+        # kopf says "Timer ... succeeded." for every Playbook on every tick.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -1,0 +1,373 @@
+"""The operator against the real API server, node agent and runtime: Playbook → children →
+Ready pods → status; new commits roll out; requestedAt acts at once; failures carry reasons
+while other Playbooks stay Ready; credentials leak nowhere; deletion garbage-collects;
+a restarted operator converges without duplicates; restricted namespaces admit the pods."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from support.cluster import ClusterHandle, wait_for
+from support.git_http import GitHTTPServer, GitRepo
+
+pytestmark = pytest.mark.cluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD = REPO_ROOT / "crds" / "playbook.yaml"
+KUBESOAR = Path(sys.executable).with_name("kubesoar")
+PASSWORD = "planted-Cred-" + uuid.uuid4().hex[:12]
+GROUP, VERSION, PLURAL = "kubesoar.dev", "v1alpha1", "playbooks"
+
+MODULE = '''
+from kubesoar import Alert, playbook
+
+
+@playbook(trigger="webhook", conditions={"severity": ["high", "critical"]}, order=10)
+async def triage(alert: Alert) -> dict:
+    """Triage phishing reports."""
+    return {"verdict": "VERSION"}
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Operator:
+    """`kubesoar operator` as a subprocess watching one namespace, logging to a file."""
+
+    def __init__(self, cluster: ClusterHandle, namespace: str, state: Path) -> None:
+        self.cluster, self.namespace, self.state = cluster, namespace, state
+        self.log = state / "operator.log"
+        self.port = _free_port()
+        self.key = state / "signing-key"
+        self.key.write_text(uuid.uuid4().hex * 2)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = [
+            str(KUBESOAR), "operator", f"--kubeconfig={self.cluster.kubeconfig}",
+            f"--namespace={self.namespace}", f"--artifact-listen=127.0.0.1:{self.port}",
+            f"--artifact-url=http://127.0.0.1:{self.port}", f"--signing-key-file={self.key}",
+            f"--state-dir={self.state / 'data'}", "--status-interval=1",
+            "--system-namespace=kubesoar-system", "--runtime-image=ghcr.io/kubesoar/kubesoar:0.1.0",
+        ]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def crd(local_cluster: ClusterHandle) -> None:
+    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    local_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/playbooks.kubesoar.dev", "--timeout=60s"
+    )
+
+
+@pytest.fixture(scope="module")
+def tenant(k8s_client: Any, crd: None) -> Iterator[str]:
+    """A namespace enforcing the `restricted` Pod Security Standard."""
+    core = client.CoreV1Api(k8s_client)
+    name = f"op-{uuid.uuid4().hex[:6]}"
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
+    core.create_namespace({"metadata": {"name": name, "labels": labels}})
+    wait_for(lambda: core.list_namespaced_service_account(name).items, "default SA", timeout=30)
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitHTTPServer]:
+    with GitHTTPServer(tmp_path_factory.mktemp("git"), username="bob", password=PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def operator(
+    local_cluster: ClusterHandle, tenant: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    op = Operator(local_cluster, tenant, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture(scope="module")
+def api(k8s_client: Any) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(k8s_client)
+
+
+@pytest.fixture(scope="module")
+def git_secret(k8s_client: Any, tenant: str) -> str:
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    client.CoreV1Api(k8s_client).create_namespaced_secret(
+        tenant,
+        {
+            "metadata": {"name": "git-auth"},
+            "data": {"username": b64("bob"), "password": b64(PASSWORD)},
+        },
+    )
+    return "git-auth"
+
+
+def _playbook(name: str, url: str, secret: str | None, **spec: Any) -> dict[str, Any]:
+    git_spec: dict[str, Any] = {"url": url, "ref": {"branch": "main"}}
+    if secret:
+        git_spec["secretRef"] = {"name": secret}
+    source = {"git": git_spec, "path": "pb/", "interval": "2s"}
+    source.update(spec.pop("source", {}))
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Playbook",
+        "metadata": {"name": name},
+        "spec": {"source": source, "module": "triage", "replicas": 1, **spec},
+    }
+
+
+@pytest.fixture
+def make_playbook(
+    api: client.CustomObjectsApi, tenant: str, git: GitHTTPServer, git_secret: str
+) -> Iterator[Callable[..., tuple[str, GitRepo]]]:
+    created: list[str] = []
+
+    def make(
+        version: str = "v1", secret: str | None = "git-auth", **spec: Any
+    ) -> tuple[str, GitRepo]:
+        name = f"pb-{uuid.uuid4().hex[:6]}"
+        repo = git.create_repo(name, {"pb/triage.py": MODULE.replace("VERSION", version)})
+        url = spec.pop("url", git.url(name))
+        api.create_namespaced_custom_object(
+            GROUP, VERSION, tenant, PLURAL, _playbook(name, url, secret, **spec)
+        )
+        created.append(name)
+        return name, repo
+
+    yield make
+    for name in created:
+        try:
+            api.delete_namespaced_custom_object(GROUP, VERSION, tenant, PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def _get(api: client.CustomObjectsApi, ns: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = api.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    return obj
+
+
+def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == type_:
+            return dict(cond)
+    return None
+
+
+def _wait_condition(
+    api: client.CustomObjectsApi, ns: str, name: str, type_: str, status: str,
+    reason: str | None = None, timeout: float = 120,
+) -> dict[str, Any]:  # fmt: skip
+    def check() -> dict[str, Any] | None:
+        obj = _get(api, ns, name)
+        cond = _condition(obj, type_)
+        if cond and cond["status"] == status and (reason is None or cond["reason"] == reason):
+            return obj
+        return None
+
+    return wait_for(check, f"{name} {type_}={status} {reason or ''}", timeout=timeout)
+
+
+def test_playbook_becomes_ready_with_restricted_children(
+    local_cluster: ClusterHandle, operator: Operator, make_playbook: Any,
+    api: client.CustomObjectsApi, k8s_client: Any, tenant: str,
+) -> None:  # fmt: skip
+    name, repo = make_playbook()
+    obj = _wait_condition(api, tenant, name, "Ready", "True", timeout=180)
+    status = obj["status"]
+    assert status["source"]["revision"] == f"main@sha1:{repo.head()}"
+    assert status["source"]["digest"].startswith("sha256:")
+    assert status["readyReplicas"] == 1 and status["observedGeneration"] == 1
+    assert [p["name"] for p in status["playbooks"]] == ["triage"]
+    assert status["playbooks"][0]["conditions"] == {"severity": ["high", "critical"]}
+    waited = local_cluster.kubectl(
+        "-n", tenant, "wait", "--for=condition=Ready", f"playbook/{name}", "--timeout=30s"
+    )
+    assert "condition met" in waited.stdout
+
+    apps, core = client.AppsV1Api(k8s_client), client.CoreV1Api(k8s_client)
+    net = client.NetworkingV1Api(k8s_client)
+    dep = apps.read_namespaced_deployment(f"{name}-runtime", tenant)
+    assert dep.metadata.owner_references[0].name == name
+    assert dep.metadata.labels["kubesoar.dev/playbook"] == name
+    pod_spec = dep.spec.template.spec
+    assert pod_spec.automount_service_account_token is False
+    container = pod_spec.containers[0]
+    assert container.security_context.read_only_root_filesystem is True
+    assert container.security_context.capabilities.drop == ["ALL"]
+    assert core.read_namespaced_service(name, tenant).spec.ports[0].port == 80
+    assert core.read_namespaced_service_account(f"{name}-runtime", tenant)
+    assert net.read_namespaced_network_policy(f"{name}-runtime", tenant)
+    printed = local_cluster.kubectl("-n", tenant, "get", "pb", name).stdout
+    assert "True" in printed and repo.head() in printed
+
+
+def test_new_commit_rolls_out_and_requested_at_acts_at_once(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    k8s_client: Any,
+) -> None:  # fmt: skip
+    name, repo = make_playbook(source={"interval": "1h"})
+    _wait_condition(api, tenant, name, "Ready", "True", timeout=180)
+    new_sha = repo.commit({"pb/triage.py": MODULE.replace("VERSION", "v2")}, "v2")
+    stamp = str(time.time())
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, tenant, PLURAL, name,
+        {"metadata": {"annotations": {"kubesoar.dev/requestedAt": stamp}}},
+    )  # fmt: skip
+
+    def rolled() -> dict[str, Any] | None:
+        obj = _get(api, tenant, name)
+        cond = _condition(obj, "Ready")
+        revision = (obj.get("status") or {}).get("source", {}).get("revision")
+        if revision == f"main@sha1:{new_sha}" and cond and cond["status"] == "True":
+            return obj
+        return None
+
+    # The interval is an hour: only the annotation can explain a prompt new revision.
+    obj = wait_for(rolled, "new revision after requestedAt", timeout=180)
+    assert obj["status"]["lastHandledReconcileAt"] == stamp
+    dep = client.AppsV1Api(k8s_client).read_namespaced_deployment(f"{name}-runtime", tenant)
+    assert dep.spec.template.metadata.annotations["kubesoar.dev/commit"] == new_sha
+
+
+def test_branch_is_re_resolved_every_interval(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str
+) -> None:
+    name, repo = make_playbook()
+    _wait_condition(api, tenant, name, "Ready", "True", timeout=180)
+    new_sha = repo.commit({"pb/triage.py": MODULE.replace("VERSION", "v3")}, "v3")
+    wait_for(
+        lambda: (
+            (_get(api, tenant, name).get("status") or {}).get("source", {}).get("revision")
+            == f"main@sha1:{new_sha}"
+        ),
+        "the new commit picked up by the interval",
+        timeout=120,
+    )
+    _wait_condition(api, tenant, name, "Ready", "True", timeout=180)
+
+
+def test_failures_have_reasons_and_never_leak_the_credential(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    k8s_client: Any, git: GitHTTPServer,
+) -> None:  # fmt: skip
+    good, _ = make_playbook()
+    core = client.CoreV1Api(k8s_client)
+    core.create_namespaced_secret(
+        tenant,
+        {
+            "metadata": {"name": "wrong-auth"},
+            "stringData": {"username": "bob", "password": PASSWORD + "x"},
+        },
+    )
+    wrong_url, _ = make_playbook(url=git.url("does-not-exist"))
+    bad_creds, _ = make_playbook(secret="wrong-auth")
+    no_creds, _ = make_playbook(secret=None)
+    invalid, _ = make_playbook(source={"git": {"url": git.url("x"), "ref": {"semver": ">=banana"}}})
+
+    _wait_condition(api, tenant, wrong_url, "SourceReady", "False", "GitOperationFailed")
+    _wait_condition(api, tenant, bad_creds, "SourceReady", "False", "AuthenticationFailed")
+    _wait_condition(api, tenant, no_creds, "SourceReady", "False", "AuthenticationFailed")
+    stalled = _wait_condition(api, tenant, invalid, "Stalled", "True", "InvalidSpec")
+    assert "semver" in _condition(stalled, "Stalled")["message"]
+    assert _condition(stalled, "Ready")["status"] == "False"
+    _wait_condition(api, tenant, good, "Ready", "True", timeout=180)
+
+    # Nowhere: statuses, Events, the operator's log.
+    for name in (good, wrong_url, bad_creds, no_creds, invalid):
+        assert PASSWORD not in json.dumps(_get(api, tenant, name))
+    events = core.list_namespaced_event(tenant).items
+    assert any(e.reason == "SourceFailed" for e in events)
+    assert all(PASSWORD not in (e.message or "") for e in events)
+    assert PASSWORD not in operator.log.read_text()
+
+
+def test_load_error_is_shown_with_file_and_line(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str
+) -> None:
+    name, repo = make_playbook()
+    repo.commit({"pb/triage.py": "def broken(:\n    pass\n"}, "broken")
+    obj = _wait_condition(api, tenant, name, "RuntimeReady", "False", "LoadFailed", timeout=180)
+    message = _condition(obj, "RuntimeReady")["message"]
+    assert "SyntaxError" in message and "triage.py" in message
+
+
+def test_delete_garbage_collects_children(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    k8s_client: Any,
+) -> None:  # fmt: skip
+    name, _ = make_playbook()
+    _wait_condition(api, tenant, name, "Ready", "True", timeout=180)
+    api.delete_namespaced_custom_object(GROUP, VERSION, tenant, PLURAL, name)
+    apps, core = client.AppsV1Api(k8s_client), client.CoreV1Api(k8s_client)
+
+    def gone() -> bool:
+        deps = apps.list_namespaced_deployment(
+            tenant, label_selector=f"kubesoar.dev/playbook={name}"
+        )
+        svcs = core.list_namespaced_service(tenant, label_selector=f"kubesoar.dev/playbook={name}")
+        return not deps.items and not svcs.items
+
+    wait_for(gone, "children garbage-collected", timeout=120)
+
+
+def test_restart_mid_reconcile_makes_no_duplicates(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    k8s_client: Any,
+) -> None:  # fmt: skip
+    name, _ = make_playbook()
+    apps = client.AppsV1Api(k8s_client)
+    selector = f"kubesoar.dev/playbook={name}"
+    wait_for(lambda: apps.list_namespaced_deployment(tenant, label_selector=selector).items,
+             "the Deployment", timeout=60)  # fmt: skip
+    operator.kill()  # mid-reconcile: pods are not ready yet
+    operator.start()
+    obj = _wait_condition(api, tenant, name, "Ready", "True", timeout=180)
+    assert len(apps.list_namespaced_deployment(tenant, label_selector=selector).items) == 1
+    replica_sets = apps.list_namespaced_replica_set(tenant, label_selector=selector).items
+    assert len(replica_sets) == 1  # same template after the restart: no second rollout
+    assert obj["status"]["readyReplicas"] == 1
