@@ -24,6 +24,7 @@ control-plane:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	MYPY=$(BIN)/mypy bash hack/typecheck.sh
 
 test: setup control-plane
 	$(BIN)/pytest -q -ra
