@@ -97,6 +97,9 @@ def micro_time() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+AGENT_STARTED = podstatus.now()
+
+
 def node_status() -> dict[str, Any]:
     memory_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
     disk = shutil.disk_usage("/")
@@ -115,7 +118,8 @@ def node_status() -> dict[str, Any]:
             "reason": reason,
             "message": message,
             "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
+            # The conditions never change while the agent runs.
+            "lastTransitionTime": AGENT_STARTED,
         }
 
     return {
