@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import signal
@@ -23,7 +22,15 @@ from pathlib import Path
 import httpx
 import kopf
 import prometheus_client
-from kubesoar.operator import artifact_server, handlers, jsonlog, render
+
+# Importing alertsources registers the AlertSource handlers on kopf's default registry.
+from kubesoar.operator import (
+    alertsources,  # noqa: F401
+    artifact_server,
+    handlers,
+    jsonlog,
+    render,
+)
 from kubesoar.operator.artifacts import ArtifactStore
 from kubesoar.operator.gitsource import GitClient
 from kubesoar.operator.kube import Kube, make_api_client
@@ -73,12 +80,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def _load_optional_handlers() -> None:
-    # The AlertSource handlers live in their own module (the router's engineer owns it).
-    if importlib.util.find_spec("kubesoar.operator.alertsources") is not None:
-        importlib.import_module("kubesoar.operator.alertsources")
-
-
 async def run(args: argparse.Namespace) -> None:
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="kubesoar-operator-"))
     store = ArtifactStore(state_dir / "artifacts")
@@ -107,7 +108,6 @@ async def run(args: argparse.Namespace) -> None:
     with httpx.Client(trust_env=False) as http:
         reconciler = Reconciler(kube, GitClient(state_dir / "git"), store, signer, settings, http)
         registry = handlers.register(reconciler, timer_interval=args.status_interval)
-        _load_optional_handlers()
         try:
             await kopf.operator(
                 registry=registry,
