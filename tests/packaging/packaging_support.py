@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "kubesoar"
 # The real control plane's version: helm built from source defaults to v1.20.
 KUBE_VERSION = "1.36.3"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
 def versions() -> dict[str, str]:

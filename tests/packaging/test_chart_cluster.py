@@ -21,8 +21,6 @@ from packaging_support import CHART, Kubectl, find, run_helm
 
 pytestmark = pytest.mark.cluster
 
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
-
 # Just enough of the Prometheus Operator's CRD for a ServiceMonitor to be admitted.
 SERVICE_MONITOR_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -154,30 +152,6 @@ def test_restricted_namespace_admits_the_operator_and_router_pods(chart, kubectl
     assert 'violates PodSecurity "restricted' in proc.stderr
 
 
-@pytest.fixture(scope="session")
-def kubesoar_crds(kubectl: Kubectl) -> None:
-    """The project's CRDs, installed (and left) so that can-i resolves their resources."""
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
-    for crd in ("playbooks.kubesoar.dev", "alertsources.kubesoar.dev"):
-        kubectl.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-
-
-@pytest.fixture
-def applied_rbac(kubectl: Kubectl, kubesoar_crds: None) -> Iterator[Any]:
-    """apply(objects): applies the RBAC objects for real; cluster-scoped ones are deleted after."""
-    applied: list[dict[str, Any]] = []
-
-    def _apply(objects: list[dict[str, Any]]) -> None:
-        rbac = [o for o in objects if o["kind"] in RBAC_KINDS]
-        kubectl.apply(rbac)
-        applied.extend(rbac)
-
-    yield _apply
-    for o in applied:
-        if o["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
-            kubectl.run("delete", o["kind"].lower(), o["metadata"]["name"], "--ignore-not-found")
-
-
 # (verb, resource, subresource): what the operator needs in a served namespace.
 OPERATOR_NEEDS = [
     ("watch", "playbooks.kubesoar.dev", None),
@@ -191,7 +165,6 @@ OPERATOR_NEEDS = [
     ("get", "secrets", None),
     ("create", "deployments.apps", None),
     ("patch", "deployments.apps", None),
-    ("delete", "deployments.apps", None),
     ("create", "services", None),
     ("create", "serviceaccounts", None),
     ("create", "networkpolicies.networking.k8s.io", None),
@@ -200,6 +173,9 @@ OPERATOR_NEEDS = [
 ]
 # What it must not do, anywhere.
 OPERATOR_MUST_NOT = [
+    # Children go with their Playbook through the garbage collector.
+    ("delete", "deployments.apps", None),
+    ("delete", "services", None),
     ("create", "pods", None),
     ("create", "pods", "exec"),
     ("list", "secrets", None),
@@ -279,15 +255,20 @@ def test_namespaced_rbac_grants_tenants_only(
         check(kubectl, router, ROUTER_NEEDS, namespace, False)
     for sa in (operator, router):
         check(kubectl, sa, CLUSTER_MUST_NOT, None, False)
-        check(kubectl, sa, [("get", "secrets", None), ("list", "namespaces", None)], None, False)
-    # kopf discovers its resources: the operator (only) reads CRDs.
+        check(kubectl, sa, [("get", "secrets", None)], None, False)
+    # kopf discovers its resources and follows the namespaces it serves: the
+    # operator (only) reads CRDs and namespace names.
     check(
         kubectl,
         operator,
-        [("list", "customresourcedefinitions.apiextensions.k8s.io", None)],
+        [
+            ("list", "customresourcedefinitions.apiextensions.k8s.io", None),
+            ("watch", "namespaces", None),
+        ],
         None,
         True,
     )
+    check(kubectl, router, [("list", "namespaces", None)], None, False)
     check(
         kubectl,
         router,
@@ -329,7 +310,8 @@ def test_namespaced_rbac_adds_nothing_outside_the_tenants_but_crd_discovery(
         granted(kubectl, f"{system}/{release_name}-kubesoar-operator", outsider) - baseline
     )
     assert operator_extra == {
-        "customresourcedefinitions.apiextensions.k8s.io [] [] [get list watch]"
+        "customresourcedefinitions.apiextensions.k8s.io [] [] [get list watch]",
+        "namespaces [] [] [get list watch]",
     }
     assert granted(kubectl, f"{system}/{release_name}-kubesoar-router", outsider) == baseline
 
@@ -348,8 +330,8 @@ def test_cluster_rbac_serves_every_namespace_without_escalation(
     check(kubectl, router, ROUTER_MUST_NOT, anywhere, False)
     for sa in (operator, router):
         check(kubectl, sa, CLUSTER_MUST_NOT, None, False)
-    # kopf follows namespaces when it serves the whole cluster.
-    check(kubectl, operator, [("watch", "namespaces", None)], None, True)
+    # Serving the whole cluster, kopf does not list namespaces.
+    check(kubectl, operator, [("list", "namespaces", None)], None, False)
 
 
 def test_install_dry_run_shows_notes(helm_bin, local_cluster, make_namespace, release_name):

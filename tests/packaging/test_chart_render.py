@@ -134,12 +134,41 @@ def test_signing_key_is_generated_or_taken_from_an_existing_secret(chart):
     assert [v["secret"]["secretName"] for v in volumes if "secret" in v] == ["my-key"]
 
 
-def test_cluster_scope_passes_all_namespaces(chart):
+def test_cluster_scope_serves_all_namespaces(chart):
     objects = chart()
-    for component in ("operator", "router"):
-        args = container(one(objects, "Deployment", f"-{component}"))["args"]
-        assert "--all-namespaces" in args
-        assert not [a for a in args if a.startswith("--namespace")]
+    operator_args = container(one(objects, "Deployment", "-operator"))["args"]
+    assert "--all-namespaces" in operator_args
+    assert not [a for a in operator_args if a.startswith("--namespace")]
+    router_args = container(one(objects, "Deployment", "-router"))["args"]
+    assert [a for a in router_args if a.startswith("--namespace")] == ["--namespace=all"]
+
+
+@pytest.mark.parametrize("values", [{}, TWO_TENANTS], ids=["cluster", "namespaced"])
+def test_rendered_args_parse_with_the_real_command_lines(chart, values):
+    """The chart's args are accepted by `kubesoar operator` / `kubesoar router` as written."""
+    from kubesoar.operator import cli as operator_cli
+    from kubesoar.operator.router import cli as router_cli
+
+    objects = chart(values)
+    op = operator_cli.parse_args(container(one(objects, "Deployment", "-operator"))["args"][1:])
+    rt = router_cli.parse_args(container(one(objects, "Deployment", "-router"))["args"][1:])
+    if values:
+        assert op.namespaces == rt.namespace == ["tenant-a", "tenant-b"]
+        assert not op.all_namespaces
+    else:
+        assert op.all_namespaces and op.namespaces is None
+        assert rt.namespace == ["all"]
+    assert op.artifact_listen == ("0.0.0.0", 8090)
+    assert op.artifact_url == "http://ks-kubesoar-operator.kubesoar-system.svc:8090"
+    assert str(op.signing_key_file) == "/var/run/kubesoar/signing-key/signing-key"
+    assert op.system_namespace == "kubesoar-system"
+    assert op.runtime_image == "ghcr.io/kubesoar/kubesoar:0.1.0"
+    assert op.metrics_port == 9090
+    assert op.liveness == "http://0.0.0.0:8080/healthz"
+    assert not op.peering, "one replica, kopf peering off"
+    assert rt.listen == "0.0.0.0:8081"
+    assert rt.metrics_port == 9090
+    assert rt.log_level == "INFO"
 
 
 def test_namespaced_scope_binds_roles_per_tenant_and_passes_the_namespaces(chart):
@@ -169,14 +198,16 @@ def test_namespaced_scope_binds_roles_per_tenant_and_passes_the_namespaces(chart
                 "namespace": "kubesoar-system",
             }
         ]
-    # Only the CRD discovery stays cluster-scoped; no namespaces, no secrets.
+    # Only kopf's discovery stays cluster-scoped (CRDs, namespace names): no
+    # Secrets, no writes.
     (cluster_role,) = find(objects, "ClusterRole")
     assert cluster_role["rules"] == [
         {
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
     ]
     # NetworkPolicies only admit runtime pods of the tenant namespaces.
     np = one(objects, "NetworkPolicy", "-operator")

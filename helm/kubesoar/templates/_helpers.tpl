@@ -114,13 +114,20 @@ Tenant namespaces, validated: "namespaced" scope needs at least one.
 
 {{/*
 Arguments that tell the operator and the router which namespaces to serve;
-they must agree with the RBAC the chart grants.
+they must agree with the RBAC the chart grants. The operator says "every
+namespace" with --all-namespaces, the router with --namespace=all.
+Usage: include "kubesoar.namespaceArgs" (list . "router")
 */}}
 {{- define "kubesoar.namespaceArgs" -}}
-{{- if eq .Values.rbac.scope "cluster" }}
-- --all-namespaces
+{{- $root := index . 0 }}
+{{- if eq $root.Values.rbac.scope "cluster" }}
+{{- if eq (index . 1) "router" }}
+- --namespace=all
 {{- else }}
-{{- range (include "kubesoar.tenantNamespaces" . | fromJsonArray) }}
+- --all-namespaces
+{{- end }}
+{{- else }}
+{{- range (include "kubesoar.tenantNamespaces" $root | fromJsonArray) }}
 - --namespace={{ . }}
 {{- end }}
 {{- end }}

@@ -31,17 +31,19 @@ What the operator needs inside a tenant namespace.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
-# The children of each Playbook. Runtime pods come from the Deployment; the
-# operator never creates pods itself.
+# The children of each Playbook, written with server-side apply (create +
+# patch) and read back (get). Runtime pods come from the Deployment: the
+# operator never creates pods itself. Children carry an owner reference to
+# their Playbook, so the garbage collector deletes them, not the operator.
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
-  verbs: ["create", "get", "list", "watch", "patch", "update", "delete"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["create", "get", "list", "watch", "patch", "update", "delete"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["create", "get", "list", "watch", "patch", "update", "delete"]
+  verbs: ["get", "create", "patch"]
 # Runtime pods' reports and readiness.
 - apiGroups: [""]
   resources: ["pods"]
