@@ -40,6 +40,7 @@ log = logging.getLogger("endpointslices")
 MANAGED_BY = "loopback-endpointslices.kubesoar.dev"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices"
 
 Key = tuple[str, str]
@@ -154,6 +155,15 @@ def desired_slices(
         }
         group = json.dumps(ports, sort_keys=True)
         groups.setdefault(group, (ports, []))[1].append(endpoint)
+    # As the kcm controller: the Service's labels, then the reserved ones.
+    labels = {
+        k: v
+        for k, v in (service["metadata"].get("labels") or {}).items()
+        if k not in (SERVICE_NAME_LABEL, MANAGED_BY_LABEL, HEADLESS_LABEL)
+    }
+    labels.update({SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY})
+    if spec.get("clusterIP") == "None":
+        labels[HEADLESS_LABEL] = ""
     slices: dict[str, dict[str, Any]] = {}
     for group, (ports, endpoints) in groups.items():
         digest = hashlib.sha256(group.encode()).hexdigest()[:8]
@@ -164,7 +174,7 @@ def desired_slices(
             "metadata": {
                 "name": slice_name,
                 "namespace": namespace,
-                "labels": {SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY},
+                "labels": dict(labels),
                 "ownerReferences": [
                     {
                         "apiVersion": "v1",
@@ -237,9 +247,14 @@ class Controller:
         for slice_name, current in existing.items():
             if slice_name not in desired:
                 await self._ignore_missing(self.api.delete(f"{path}/{slice_name}"))
-            elif (current.get("endpoints") or [], current.get("ports") or []) != (
+            elif (
+                current.get("endpoints") or [],
+                current.get("ports") or [],
+                current["metadata"].get("labels") or {},
+            ) != (
                 desired[slice_name]["endpoints"],
                 desired[slice_name]["ports"],
+                desired[slice_name]["metadata"]["labels"],
             ):
                 body = desired[slice_name]
                 body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]

@@ -88,7 +88,7 @@ def _pod(
 
 def test_desired_slices_follow_the_endpointslice_controller() -> None:
     service = {
-        "metadata": {"name": "svc", "namespace": "ns", "uid": "svc-uid"},
+        "metadata": {"name": "svc", "namespace": "ns", "uid": "svc-uid", "labels": {"team": "x"}},
         "spec": {"selector": LABELS, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
     }
     pods = [
@@ -105,7 +105,11 @@ def test_desired_slices_follow_the_endpointslice_controller() -> None:
     assert set(by_port) == {8080, 9090}
     main = by_port[8080]
     assert main["addressType"] == "FQDN"
-    assert main["metadata"]["labels"]["kubernetes.io/service-name"] == "svc"
+    assert main["metadata"]["labels"] == {
+        "team": "x",  # copied from the Service, as the kcm controller does
+        "kubernetes.io/service-name": "svc",
+        "endpointslice.kubernetes.io/managed-by": "loopback-endpointslices.kubesoar.dev",
+    }
     assert main["metadata"]["ownerReferences"][0]["uid"] == "svc-uid"
     conditions = {e["targetRef"]["name"]: e["conditions"] for e in main["endpoints"]}
     assert conditions == {
