@@ -204,6 +204,10 @@ class LocalCluster:
     def _up(self, timeout: float) -> None:
         if self.is_healthy():
             return
+        # A second look before restarting anything others may be using.
+        time.sleep(0.5)
+        if self.is_healthy():
+            return
         deadline = time.monotonic() + timeout
         if self._storage_and_api_alive():
             # Only something downstream died (a node agent, say): restart just
@@ -584,12 +588,19 @@ class LocalCluster:
             return False
 
     def _wait(self, what: str, check: Any, deadline: float) -> None:
+        seen_dead: set[str] = set()
         while time.monotonic() < deadline:
             if check():
                 return
             for component in COMPONENTS:
                 pid_file = self.pid_file(component)
-                if pid_file.exists() and not processes.pid_file_alive(pid_file):
+                if not pid_file.exists() or processes.pid_file_alive(pid_file):
+                    seen_dead.discard(component)
+                    continue
+                # Twice in a row, so that one odd read of /proc does not abort `up`.
+                if component not in seen_dead:
+                    seen_dead.add(component)
+                else:
                     raise ClusterError(
                         f"{component} exited while waiting for {what}; "
                         f"see {self.log_file(component)}:\n{self._log_tail(component)}"

@@ -14,6 +14,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from hack.localcluster import processes
+
 
 class ContainerProcess:
     def __init__(
@@ -31,6 +33,9 @@ class ContainerProcess:
         self.log_path = log_path
         self.pid_path = pid_path
         self._proc: asyncio.subprocess.Process | None = None
+        # Every process of the container inherits this entry (see NodeContext.base_env).
+        uid = self.env.get("KUBESOAR_LOCAL_POD_UID", "")
+        self._marker = f"KUBESOAR_LOCAL_POD_UID={uid}".encode()
         self.started_at = 0.0
 
     @property
@@ -77,6 +82,20 @@ class ContainerProcess:
         self._kill_group(signal.SIGKILL)
 
     def _kill_group(self, sig: signal.Signals) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, sig)
+        """Signal the container's process group, and never anything else.
+
+        Pids are recycled: once the main process is reaped, its pid can belong to
+        a new, unrelated session leader. The group is signalled only while the
+        main process is unreaped, or while a member still carries this
+        container's marker (a pid that is some group's id is never reused).
+        """
+        if self._proc is None:
+            return
+        pgid = self._proc.pid
+        if self._proc.returncode is not None and not any(
+            processes.has_environ_entry(member, self._marker)
+            for member in processes.group_members(pgid)
+        ):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)

@@ -88,7 +88,13 @@ def is_running(pid: int, program: str) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
-    return program in cmdline(pid)
+    args = cmdline(pid)
+    if not args:
+        # cmdline can read empty for a moment (the kernel could not access the
+        # process's memory); the command name, truncated to 15 bytes, still tells.
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        return comm == Path(program).name[:15]
+    return program in args
 
 
 def pid_file_alive(pid_path: Path) -> bool:
@@ -105,15 +111,20 @@ def stop_group(pid: int, *, is_ours: bool, grace_seconds: float = 10.0) -> None:
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline and group_alive(pid):
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    # Only while the group has members: Linux does not reuse a pid that is
+    # still a process group id, so then the group is certainly still ours.
+    # Signalling an empty group could hit a new process that got the pid.
+    if group_alive(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
     # Reap it if it is our own child (it is not, when started by another run).
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
 
 
-def group_alive(pgid: int) -> bool:
-    """True while any non-zombie process is left in the process group."""
+def group_members(pgid: int) -> list[int]:
+    """Pids of the non-zombie processes in the process group."""
+    members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -123,8 +134,20 @@ def group_alive(pgid: int) -> bool:
             continue
         # fields: state, ppid, pgrp, ...
         if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+            members.append(int(entry.name))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is left in the process group."""
+    return bool(group_members(pgid))
+
+
+def has_environ_entry(pid: int, entry: bytes) -> bool:
+    try:
+        return entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def stop_pid_file(pid_path: Path, grace_seconds: float = 10.0) -> None:

@@ -615,8 +615,8 @@ def test_up_reuses_and_down_leaves_no_process(tmp_path: Any) -> None:
     from hack.localcluster.cluster import COMPONENTS, LocalCluster
 
     cluster = LocalCluster(state_dir=tmp_path / "cluster")
-    cluster.up()
     try:
+        cluster.up()
         pids = {c: processes.read_pid_file(cluster.pid_file(c)) for c in COMPONENTS}
         cluster.up()  # healthy: nothing restarted
         assert {c: processes.read_pid_file(cluster.pid_file(c)) for c in COMPONENTS} == pids
