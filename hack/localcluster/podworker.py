@@ -438,6 +438,7 @@ class PodWorker:
                 "startup",
                 container["startupProbe"],
                 target,
+                label=f"{self.name}/{container['name']}",
                 initial=False,
                 on_change=lambda _: None,
             )
@@ -457,6 +458,7 @@ class PodWorker:
                     "readiness",
                     container["readinessProbe"],
                     target,
+                    label=f"{self.name}/{container['name']}",
                     initial=False,
                     on_change=changed("ready"),
                 ).run()
@@ -477,6 +479,7 @@ class PodWorker:
                     "liveness",
                     container["livenessProbe"],
                     target,
+                    label=f"{self.name}/{container['name']}",
                     initial=True,
                     on_change=on_liveness,
                 ).run()

@@ -101,7 +101,9 @@ class ProbeLoop:
         *,
         initial: bool,
         on_change: Callable[[bool], None],
+        label: str = "",
     ) -> None:
+        self.label = label
         self.kind = kind
         self.probe = probe
         self.target = target
@@ -118,13 +120,14 @@ class ProbeLoop:
         while True:
             ok, reason = await probe_once(self.probe, self.target)
             successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
-            if not ok:
-                log.info(
-                    "%s probe failed (%d/%d): %s", self.kind, failures, failure_threshold, reason
-                )
             if ok and successes >= success_threshold and not self.result:
+                log.info("%s: %s probe succeeded", self.label, self.kind)
                 self._set(True)
             elif not ok and failures >= failure_threshold and (self.result or stop_when_succeeded):
+                # Logged when the verdict changes, not on every failed probe.
+                log.info(
+                    "%s: %s probe failed %d times: %s", self.label, self.kind, failures, reason
+                )
                 self._set(False)
                 if stop_when_succeeded:
                     return False
