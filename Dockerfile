@@ -18,16 +18,18 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-WORKDIR /src
 # Only what the wheel is built from (see .dockerignore): the build does not
 # depend on tests, docs or the chart, so editing them does not bust the cache.
-COPY pyproject.toml README.md ./
-COPY runtime/ runtime/
-COPY operator/ operator/
+COPY pyproject.toml README.md /src/
+COPY runtime/ /src/runtime/
+COPY operator/ /src/operator/
 
-# The environment gets no pip of its own: extend the image with the base
-# image's pip, `pip --python /opt/kubesoar/bin/python install ...`.
-RUN pip wheel --wheel-dir /wheels . \
+# Every command runs from /, never from /src: `python -m ...` puts the working
+# directory first on sys.path, where /src/operator would shadow the standard
+# library's `operator` module. The environment gets no pip of its own: extend
+# the image with the base image's pip, `pip --python /opt/kubesoar/bin/python`.
+WORKDIR /
+RUN pip wheel --wheel-dir /wheels /src \
  && python -m venv --without-pip /opt/kubesoar \
  && pip --python /opt/kubesoar/bin/python install --no-index --find-links /wheels /wheels/*.whl
 # Bytecode is compiled at build time because runtime pods run with a read-only

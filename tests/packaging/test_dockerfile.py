@@ -121,3 +121,20 @@ def test_build_context_is_limited_to_what_the_wheel_needs():
     pyproject = (REPO / "pyproject.toml").read_text()
     package_dirs = set(re.findall(r'"kubesoar[\w.]*" = "(\w+)"', pyproject))
     assert package_dirs and package_dirs <= allowed
+
+
+def test_no_command_runs_where_operator_shadows_the_standard_library():
+    # `python -m ...` puts the working directory first on sys.path; a folder
+    # named operator/ there shadows the stdlib module and breaks Python itself.
+    for stage in stages():
+        workdir = "/"
+        copied_to: set[str] = set()
+        for instruction, args in stage:
+            if instruction == "WORKDIR":
+                workdir = args.rstrip("/") or "/"
+            elif instruction == "COPY":
+                dest = args.split()[-1].rstrip("/")
+                if dest.endswith("/operator"):
+                    copied_to.add(dest.rsplit("/", 1)[0] or "/")
+            elif instruction == "RUN":
+                assert workdir not in copied_to, f"RUN in {workdir}, next to operator/: {args}"
