@@ -106,12 +106,15 @@ def build_source(namespace: str, obj: Mapping[str, Any], secrets: SecretData) ->
 
 
 def playbook_is_routable(obj: Mapping[str, Any]) -> bool:
-    if (obj.get("spec") or {}).get("suspend"):
-        return False
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Ready":
-            return bool(condition.get("status") == "True")
-    return False
+    """A Playbook is routed unless suspended: its routes are those its runtime published.
+
+    Not `Ready=True`: a Playbook is not Ready while a new revision rolls out or a
+    Git fetch fails, yet its pods keep serving. Dropping its matches then would
+    answer 202 for alerts that no playbook runs. Routing on published routes
+    instead sends such alerts to the ready pods, or answers 503 (retryable) when
+    there is none. A Playbook whose runtime never loaded has published no routes.
+    """
+    return not (obj.get("spec") or {}).get("suspend")
 
 
 def playbook_routes(obj: Mapping[str, Any]) -> list[Route]:

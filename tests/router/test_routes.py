@@ -78,11 +78,15 @@ def test_entries_grouped_by_playbook_in_order():
                     {"name": "broken", "trigger": "webhook", "conditions": {"x": {"$bogus": 1}}},
                 ],
             ),
-            playbook("not-ready", [{"name": "a", "trigger": "webhook"}], ready=False),
+            # Rolling out a new revision: not Ready, but its pods serve its routes.
+            playbook("rolling-out", [{"name": "a", "trigger": "webhook"}], ready=False),
             playbook("suspended", [{"name": "a", "trigger": "webhook"}], suspend=True),
         ],
     )
     matches = state.index.match({"source": "generic", "severity": "high"})
-    assert [(m.playbook, m.entries) for m in matches] == [("pb", ("early", "late"))]
+    assert [(m.playbook, m.entries) for m in sorted(matches, key=lambda m: m.playbook)] == [
+        ("pb", ("early", "late")),
+        ("rolling-out", ("a",)),
+    ]
     matches = state.index.match({"source": "elastic"})
     assert matches[0].entries == ("elastic-only", "early", "late")

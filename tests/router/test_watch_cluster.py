@@ -168,8 +168,15 @@ async def test_watch_routes_and_follows_changes(
             assert runtime_a.run(run_id) is not None
             assert runtime_b.run(run_id) is None
 
-            # The Playbook turns unready: no longer routed.
+            # The Playbook turns unready (a rollout): still routed to its ready pods.
             set_playbook_ready(k8s_client, ns_a, False)
+            response = await send(ns_a, {**high, "source_id": "during-rollout"})
+            assert response.status_code == 202 and len(response.json()["deliveries"]) == 1
+
+            # The Playbook is suspended: no longer routed.
+            k8s.CustomObjectsApi(k8s_client).patch_namespaced_custom_object(
+                GROUP, VERSION, ns_a, "playbooks", "triage", {"spec": {"suspend": True}}
+            )
 
             async def unrouted():
                 response = await send(ns_a, {**high, "source_id": f"u{time.monotonic()}"})
