@@ -36,7 +36,7 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 from kubesoar.operator.router.auth import sign  # noqa: E402
 from support.git_http import GitHTTPServer  # noqa: E402
-from support.stack import KubesoarStack, apply_crds, condition, wait_for  # noqa: E402
+from support.stack import KubesoarStack, apply_crds, condition, find_run, wait_for  # noqa: E402
 
 from hack.localcluster.cluster import LocalCluster  # noqa: E402
 
@@ -175,7 +175,12 @@ def run_local(args: argparse.Namespace) -> int:
 
         say("The run's result, from the runtime pod")
         run_id = answer.json()["deliveries"][0]["runId"]
-        result = wait_for("the run to finish", lambda: finished_run(kubectl, run_id), timeout=60)
+
+        def finished() -> dict[str, Any] | None:
+            run = find_run(kubectl, NAMESPACE, "triage", run_id)
+            return run if run and run.get("status") not in ("queued", "running") else None
+
+        result = wait_for("the run to finish", finished, timeout=60)
         print("    " + json.dumps(result, indent=2).replace("\n", "\n    "))
 
         say("kubectl get playbooks,alertsources")
@@ -187,34 +192,6 @@ def run_local(args: argparse.Namespace) -> int:
             print(f"\nThe cluster keeps running: export KUBECONFIG={kubeconfig}")
         say("Done; cleaning up")
     return 0
-
-
-def finished_run(kubectl: Any, run_id: str) -> dict[str, Any] | None:
-    """GET /v1/runs/{id} from each ready runtime endpoint until one knows the run and it ended."""
-    slices = json.loads(
-        kubectl(
-            "get",
-            "-n",
-            NAMESPACE,
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=triage",
-            "-o",
-            "json",
-        ).stdout
-    )
-    for item in slices["items"]:
-        port = next(p["port"] for p in item.get("ports") or [] if p.get("name") == "http")
-        for endpoint in item.get("endpoints") or []:
-            for address in endpoint.get("addresses", []):
-                reply = httpx.get(f"http://{address}:{port}/v1/runs/{run_id}", timeout=5)
-                if reply.status_code == 200 and reply.json().get("status") not in (
-                    "queued",
-                    "running",
-                ):
-                    run: dict[str, Any] = reply.json()
-                    return run
-    return None
 
 
 def run_on_cluster(args: argparse.Namespace) -> int:

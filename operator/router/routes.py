@@ -1,6 +1,6 @@
 """Which Playbooks of a namespace an alert goes to, without testing every route.
 
-Each entry point (from a Ready Playbook's `status.playbooks`) is a route with a
+Each entry point (from a Playbook's `status.playbooks`) is a route with a
 compiled `Condition`. Routes are indexed by one of their anchors (a top-level
 path whose value must be in a set, from `Condition.anchors`): an alert only has
 its routes under the values it actually holds confirmed with `matches`, plus the

@@ -189,6 +189,32 @@ class KubesoarStack:
         )
 
 
+def find_run(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]],
+    namespace: str,
+    playbook: str,
+    run_id: str,
+) -> dict[str, Any] | None:
+    """`GET /v1/runs/{id}` from each runtime endpoint of `playbook` until one knows the run.
+
+    Runtime pods are reached at their own addresses, found through the Playbook
+    Service's EndpointSlices, as the router finds them.
+    """
+    slices = kubectl_json(
+        kubectl, "-n", namespace, "get", "endpointslices", "-l",
+        f"kubernetes.io/service-name={playbook}",
+    )  # fmt: skip
+    for item in slices["items"]:
+        port = next((p["port"] for p in item.get("ports") or [] if p.get("name") == "http"), None)
+        for endpoint in item.get("endpoints") or []:
+            for address in endpoint.get("addresses", []):
+                reply = httpx.get(f"http://{address}:{port}/v1/runs/{run_id}", timeout=5)
+                if reply.status_code == 200:
+                    run: dict[str, Any] = reply.json()
+                    return run
+    return None
+
+
 def apply_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
     """Install kubesoar's CRDs (server-side apply, idempotent) and wait until they are served."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
