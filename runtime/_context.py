@@ -12,18 +12,24 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import httpx
+from kubesoar._redact import redact
 from kubesoar._secrets import Secrets
 
 __all__ = [
     "MAX_ATTEMPTS_PER_RUN",
+    "BackoffSleep",
     "CorrelationFilter",
     "RunContext",
     "bind_log_ids",
     "current_context",
+    "known_secret_values",
     "unbind_log_ids",
 ]
 
 T = TypeVar("T")
+
+# How an action waits between attempts: `asyncio.sleep`'s signature.
+BackoffSleep = Callable[[float], Awaitable[None]]
 
 # A runaway loop of actions must not grow one run's record without bound.
 MAX_ATTEMPTS_PER_RUN: Final = 1000
@@ -33,6 +39,35 @@ _current: ContextVar[RunContext | None] = ContextVar("kubesoar_run_context", def
 # (run id, correlation id) for log lines of a run outside any entry point's
 # context (the engine's own lines about the run).
 _log_ids: ContextVar[tuple[str, str]] = ContextVar("kubesoar_log_ids", default=("", ""))
+
+
+# Secret values that runs of this process have read, so that error text and
+# log lines can mask them (`redact`). Bounded: rotation adds values, and a
+# runaway playbook must not grow this without limit.
+MAX_KNOWN_SECRETS: Final = 256
+_known_secrets: dict[str, None] = {}
+
+
+def known_secret_values() -> tuple[str, ...]:
+    """The secret values read by runs of this process (to mask, never to show)."""
+    return tuple(_known_secrets)
+
+
+def _remember_secret(value: str) -> None:
+    if not value or value in _known_secrets:
+        return
+    _known_secrets[value] = None
+    while len(_known_secrets) > MAX_KNOWN_SECRETS:
+        del _known_secrets[next(iter(_known_secrets))]
+
+
+class _RememberingSecrets(Secrets):
+    """`Secrets` that remembers the values it hands out, for redaction."""
+
+    def get(self, name: str, key: str) -> str:
+        value = super().get(name, key)
+        _remember_secret(value)
+        return value
 
 
 def bind_log_ids(run_id: str, correlation_id: str) -> Any:
@@ -51,7 +86,10 @@ def current_context() -> RunContext | None:
 
 class CorrelationFilter(logging.Filter):
     """Stamps every record with the current run's ids (or empty strings), so
-    each log line of a run carries its correlation id whoever logs it."""
+    each log line of a run carries its correlation id whoever logs it, and
+    redacts it: URLs lose userinfo and query strings, credentials and the
+    secret values runs have read are masked, in the message and in the
+    traceback (kept as `exc_text`), whoever logs it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = _current.get()
@@ -59,7 +97,26 @@ class CorrelationFilter(logging.Filter):
             record.run_id, record.correlation_id = ctx.run_id, ctx.correlation_id
         else:
             record.run_id, record.correlation_id = _log_ids.get()
+        redact_record(record)
         return True
+
+
+def redact_record(record: logging.LogRecord) -> None:
+    """Redact a log record in place (message, arguments and traceback)."""
+    if getattr(record, "kubesoar_redacted", False):
+        return
+    secrets = known_secret_values()
+    message = record.getMessage()
+    cleaned = redact(message, secrets)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and record.exc_info[0] is not None:
+        text = logging.Formatter().formatException(record.exc_info)
+        record.exc_text = redact(text, secrets)
+        record.exc_info = None
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text, secrets)
+    record.kubesoar_redacted = True
 
 
 class RunContext:
@@ -74,11 +131,14 @@ class RunContext:
         secrets_dir: str | Path | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         logger: logging.Logger | None = None,
+        backoff_sleep: BackoffSleep | None = None,
     ) -> None:
         self.run_id = run_id
         self.correlation_id = correlation_id
         self.playbook = playbook
-        self.secrets = Secrets(secrets_dir)
+        self.secrets: Secrets = _RememberingSecrets(secrets_dir)
+        # How actions wait between retries; None means `asyncio.sleep`.
+        self.backoff_sleep = backoff_sleep
         self.logger = logger or logging.getLogger("kubesoar.playbook")
         self.attempts: list[dict[str, Any]] = []
         self.dropped_attempts = 0

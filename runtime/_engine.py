@@ -17,8 +17,15 @@ from typing import Any, Final
 
 import httpx
 from kubesoar._alert import Alert
-from kubesoar._context import RunContext, bind_log_ids, unbind_log_ids
+from kubesoar._context import (
+    BackoffSleep,
+    RunContext,
+    bind_log_ids,
+    known_secret_values,
+    unbind_log_ids,
+)
 from kubesoar._jsonsafe import json_safe
+from kubesoar._redact import redact
 from kubesoar._sdk import EntryPoint
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "Engine", "Run", "RunTotals", "UnknownEntryPoints"]
@@ -28,6 +35,7 @@ log = logging.getLogger("kubesoar.engine")
 DEFAULT_TIMEOUT_SECONDS: Final = 300.0
 DEFAULT_HISTORY: Final = 1000
 MAX_ERROR_CHARS: Final = 2000
+ABANDONED_ERROR: Final = "abandoned: the runtime shut down before the run finished"
 
 
 class UnknownEntryPoints(ValueError):
@@ -44,7 +52,8 @@ def _now() -> str:
 
 def _error_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception_only(exc)).strip()
-    return text[:MAX_ERROR_CHARS]
+    # Error text reaches the run record, the report, status and logs.
+    return redact(text, known_secret_values())[:MAX_ERROR_CHARS]
 
 
 @dataclass
@@ -56,7 +65,9 @@ class Run:
     entry_points: list[EntryPoint]
     correlation_id: str
     idempotency_key: str | None = None
-    status: str = "queued"  # queued -> running -> succeeded | failed
+    # queued -> running -> succeeded | failed, or abandoned (still queued or
+    # running when a drain window ended)
+    status: str = "queued"
     created: str = field(default_factory=_now)
     started: str | None = None
     finished: str | None = None
@@ -67,7 +78,7 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return self.status in {"succeeded", "failed"}
+        return self.status in {"succeeded", "failed", "abandoned"}
 
     def result_of(self, name: str) -> Any:
         for result in self.results:
@@ -98,17 +109,21 @@ class RunTotals:
     total: int = 0
     succeeded: int = 0
     failed: int = 0
+    abandoned: int = 0  # also counted in failed
     last_run_time: str | None = None
     last_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        totals: dict[str, Any] = {
             "total": self.total,
             "succeeded": self.succeeded,
             "failed": self.failed,
             "lastRunTime": self.last_run_time,
             "lastError": self.last_error,
         }
+        if self.abandoned:  # present once a drain left runs behind
+            totals["abandoned"] = self.abandoned
+        return totals
 
 
 class Engine:
@@ -123,6 +138,7 @@ class Engine:
         http_transport: httpx.AsyncBaseTransport | None = None,
         history: int = DEFAULT_HISTORY,
         on_finished: Callable[[Run], None] | None = None,
+        backoff_sleep: BackoffSleep | None = None,
     ) -> None:
         self.entry_points = list(entry_points)
         self._by_name = {entry.name: entry for entry in self.entry_points}
@@ -133,6 +149,7 @@ class Engine:
         self._history: OrderedDict[str, Run] = OrderedDict()
         self._history_size = history
         self._on_finished = on_finished
+        self.backoff_sleep = backoff_sleep  # how actions wait between retries
 
     def select(self, alert: Alert, names: list[str] | None) -> list[EntryPoint]:
         """Named entry points (in run order), or every triggered one whose
@@ -188,7 +205,7 @@ class Engine:
             for entry in run.entry_points:
                 run.results.append(await self._run_entry(run, entry))
         except asyncio.CancelledError:
-            run.error = "cancelled (runtime shutting down)"
+            run.error = ABANDONED_ERROR
             run.results.append({"name": "", "status": "cancelled", "error": run.error})
             raise
         finally:
@@ -196,7 +213,10 @@ class Engine:
             run.finished = _now()
             failed = [r for r in run.results if r["status"] != "succeeded"]
             run.status = "failed" if failed else "succeeded"
-            if failed and run.error is None:
+            if run.error == ABANDONED_ERROR:
+                run.status = "abandoned"
+                log.warning("run %s abandoned while running: %s", run.id, ABANDONED_ERROR)
+            elif failed and run.error is None:
                 run.error = f"{failed[0]['name']}: {failed[0].get('error')}"
             self._count(run)
             log.info("run %s %s in %.3fs", run.id, run.status, run.duration_seconds)
@@ -211,8 +231,22 @@ class Engine:
         else:
             self.totals.failed += 1
             self.totals.last_error = run.error
+            if run.status == "abandoned":
+                self.totals.abandoned += 1
         if self._on_finished is not None:
             self._on_finished(run)
+
+    def abandon_queued(self) -> list[Run]:
+        """Mark every run still waiting for a worker as abandoned (the drain
+        window ended before it started): counted, and a WARNING per run id."""
+        left = [run for run in self._history.values() if run.status == "queued"]
+        for run in left:
+            run.status = "abandoned"
+            run.error = ABANDONED_ERROR
+            run.finished = _now()
+            log.warning("run %s abandoned while queued: %s", run.id, ABANDONED_ERROR)
+            self._count(run)
+        return left
 
     async def _run_entry(self, run: Run, entry: EntryPoint) -> dict[str, Any]:
         ctx = RunContext(
@@ -222,6 +256,7 @@ class Engine:
             secrets_dir=self.secrets_dir,
             http_transport=self.http_transport,
             logger=logging.getLogger(f"kubesoar.playbook.{entry.name}"),
+            backoff_sleep=self.backoff_sleep,
         )
         timeout = entry.timeout or self.default_timeout
         started = _now()

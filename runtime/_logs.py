@@ -26,6 +26,8 @@ class JsonFormatter(logging.Formatter):
                 line[key.replace("_id", "Id")] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # CorrelationFilter keeps a redacted traceback here
+            line["exception"] = record.exc_text
         return json.dumps(line, default=str)
 
 

@@ -19,12 +19,14 @@ from datetime import UTC, datetime
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from kubesoar._conditions import Condition, compile_conditions
-from kubesoar._context import current_context
+from kubesoar._context import BackoffSleep, current_context, known_secret_values
+from kubesoar._redact import redact
 
 __all__ = [
     "ActionSpec",
     "EntryPoint",
     "action",
+    "backoff_delay",
     "entry_points_of",
     "playbook",
 ]
@@ -40,6 +42,11 @@ ACTION_ATTRIBUTE: Final = "__kubesoar_action__"
 # loader forgets a module's entries before (re)importing it.
 _REGISTRY: dict[str, list[EntryPoint]] = {}
 _sequence = 0
+
+# The process-wide way actions wait between attempts when the run context
+# does not say (None: `asyncio.sleep`, looked up when called).
+# `kubesoar.testing`'s `no_backoff` fixture swaps it for a recorder.
+default_backoff_sleep: BackoffSleep | None = None
 
 
 @dataclass(frozen=True)
@@ -223,14 +230,17 @@ def action(
                     error = (
                         f"timed out after {spec.timeout}s"
                         if status == "timeout"
-                        else "".join(traceback.format_exception_only(exc)).strip()
+                        else redact(
+                            "".join(traceback.format_exception_only(exc)).strip(),
+                            known_secret_values(),
+                        )
                     )
                     _record(spec, attempt, status, started, clock, error)
                     if attempt > spec.retries:
                         if status == "timeout":
                             raise TimeoutError(f"action {spec.name} {error}") from exc
                         raise
-                    await asyncio.sleep(min(spec.retry_backoff**attempt, MAX_BACKOFF_SECONDS))
+                    await _backoff(backoff_delay(spec.retry_backoff, attempt))
                     continue
                 _record(spec, attempt, "succeeded", started, clock, None)
                 return result
@@ -240,6 +250,23 @@ def action(
         return run_action
 
     return decorate
+
+
+def backoff_delay(retry_backoff: float, attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based):
+    `retry_backoff ** attempt`, capped at a minute (OpenSOAR's formula)."""
+    return float(min(retry_backoff**attempt, MAX_BACKOFF_SECONDS))
+
+
+async def _backoff(delay: float) -> None:
+    ctx = current_context()
+    sleep = ctx.backoff_sleep if ctx is not None else None
+    if sleep is None:
+        sleep = default_backoff_sleep
+    if sleep is None:
+        await asyncio.sleep(delay)  # looked up now, so a monkeypatch is seen
+    else:
+        await sleep(delay)
 
 
 def _record(

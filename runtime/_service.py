@@ -153,6 +153,8 @@ class RuntimeService:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
+        # Runs a worker was running are marked by the engine when cancelled.
+        self.engine.abandon_queued()
         if unfinished:
             log.error("drain timed out: %d accepted runs did not finish", unfinished)
         return unfinished

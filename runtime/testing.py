@@ -1,6 +1,6 @@
 """Helpers for testing playbooks with pytest (also a pytest plugin, so the
-fixtures `fake_secrets` and `mock_http` are available once kubesoar is
-installed).
+fixtures `fake_secrets`, `mock_http` and `no_backoff` are available once
+kubesoar is installed).
 
     from kubesoar.testing import make_alert, run_playbook, assert_attempts
 
@@ -10,6 +10,10 @@ installed).
         run = await run_playbook(triage, make_alert(severity="high", iocs={"ips": ["10.0.0.1"]}))
         assert run.status == "succeeded"
         assert_attempts(run, "vt.lookup", ["succeeded"])
+
+    async def test_retries(no_backoff, mock_http):   # retries do not wait
+        ...
+        assert no_backoff.delays == [1.5, 2.25]       # the schedule actions asked for
 
 This module is imported by pytest for every test session, so at import time
 it touches only the standard library and pytest; kubesoar's own modules are
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from kubesoar._engine import Run
 
 __all__ = [
+    "BackoffRecorder",
     "FakeSecrets",
     "MockHTTP",
     "assert_attempts",
@@ -43,6 +48,7 @@ __all__ = [
     "load_alert",
     "make_alert",
     "mock_http",
+    "no_backoff",
     "run_playbook",
     "run_playbook_sync",
 ]
@@ -149,6 +155,40 @@ def mock_http() -> Iterator[MockHTTP]:
     _active_mock = previous
 
 
+class BackoffRecorder:
+    """Stands in for the sleep actions take between retries: records each
+    requested delay (seconds, in the order asked) and returns at once, after
+    yielding to the event loop as a real sleep would."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+    @property
+    def total(self) -> float:
+        """Seconds the run would have spent waiting."""
+        return sum(self.delays)
+
+    def clear(self) -> None:
+        self.delays.clear()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> BackoffRecorder:
+    """Actions retry without waiting for the rest of the test, in every run
+    of this process (`run_playbook`, an `Engine`, an in-process runtime);
+    `no_backoff.delays` lists the waits they asked for, so a test can assert
+    the backoff schedule instead of sleeping through it."""
+    from kubesoar import _sdk
+
+    recorder = BackoffRecorder()
+    monkeypatch.setattr(_sdk, "default_backoff_sleep", recorder)
+    return recorder
+
+
 def _entry_points(target: Any) -> tuple[list[Any], bool]:
     """(entry points, select by conditions?) for a function, module or path."""
     from kubesoar._loader import load_target
@@ -175,10 +215,15 @@ async def run_playbook(
     secrets_dir: str | Path | None = None,
     http: MockHTTP | httpx.AsyncBaseTransport | None = None,
     timeout_seconds: float = 60.0,
+    backoff: bool | Callable[[float], Awaitable[None]] = True,
 ) -> Run:
     """Run a `@playbook` function (always), or a module's / file's entry
     points that the alert matches (or those named in `playbooks`), with the
-    runtime's engine. Returns the Run with results and action attempts."""
+    runtime's engine. Returns the Run with results and action attempts.
+
+    `backoff=False` makes retries not wait (the `no_backoff` fixture does the
+    same and records the delays); a callable (`BackoffRecorder()`, or any
+    `async def sleep(seconds)`) is awaited instead of each wait."""
     from kubesoar._alert import Alert
     from kubesoar._engine import Engine
 
@@ -188,8 +233,17 @@ async def run_playbook(
     entries, by_conditions = _entry_points(target)
     mock = http if http is not None else _active_mock
     transport = mock.transport if isinstance(mock, MockHTTP) else mock
+    sleep: Callable[[float], Awaitable[None]] | None = None
+    if backoff is False:
+        sleep = BackoffRecorder()
+    elif callable(backoff):
+        sleep = backoff
     engine = Engine(
-        entries, default_timeout=timeout_seconds, secrets_dir=secrets_dir, http_transport=transport
+        entries,
+        default_timeout=timeout_seconds,
+        secrets_dir=secrets_dir,
+        http_transport=transport,
+        backoff_sleep=sleep,
     )
     names = playbooks if playbooks is not None or by_conditions else [e.name for e in entries]
     selected = engine.select(alert, names)
