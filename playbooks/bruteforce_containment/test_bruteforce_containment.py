@@ -14,6 +14,7 @@ import pytest
 from kubesoar import Alert
 from kubesoar._local import main_match
 from kubesoar.testing import (
+    BackoffRecorder,
     FakeSecrets,
     MockHTTP,
     assert_attempts,
@@ -228,7 +229,9 @@ async def test_an_unknown_user_is_reported_not_an_error(
 # --- failures ------------------------------------------------------------------------------
 
 
-async def test_okta_throttling_is_retried(enforcing: FakeSecrets, mock_http: MockHTTP) -> None:
+async def test_okta_throttling_is_retried(
+    enforcing: FakeSecrets, mock_http: MockHTTP, no_backoff: BackoffRecorder
+) -> None:
     user = {"id": USER_ID, "status": "ACTIVE"}
     answers = iter([httpx.Response(429), httpx.Response(200, json=user)])
     mock_http.add("GET", f"{OKTA}/m.rossi@example.com", handler=lambda request: next(answers))
@@ -239,10 +242,11 @@ async def test_okta_throttling_is_retried(enforcing: FakeSecrets, mock_http: Moc
 
     assert_succeeded(run)
     assert_attempts(run, "find_user", ["failed", "succeeded"])
+    assert no_backoff.delays == [1.5]  # retry_backoff ** 1, not slept
 
 
 async def test_a_firewall_outage_fails_the_run_but_the_account_is_contained(
-    enforcing: FakeSecrets, mock_http: MockHTTP
+    enforcing: FakeSecrets, mock_http: MockHTTP, no_backoff: BackoffRecorder
 ) -> None:
     okta_user(mock_http)
     okta_containment(mock_http)
@@ -255,6 +259,7 @@ async def test_a_firewall_outage_fails_the_run_but_the_account_is_contained(
     assert_attempts(run, "block_ip", ["failed", "failed", "failed"])
     assert_attempts(run, "suspend_user", ["succeeded"])
     assert_attempts(run, "revoke_sessions", ["succeeded"])
+    assert no_backoff.delays == [1.5, 2.25]  # block_ip's two retries
 
 
 async def test_enforcing_without_a_firewall_url_fails_before_any_call(

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from kubesoar._local import main_match
 from kubesoar.testing import (
+    BackoffRecorder,
     FakeSecrets,
     MockHTTP,
     assert_attempts,
@@ -180,7 +181,9 @@ async def test_lookups_run_in_parallel_but_never_more_than_the_bound(
 # --- failures ----------------------------------------------------------------
 
 
-async def test_a_flaky_service_is_retried(configured: FakeSecrets, mock_http: MockHTTP) -> None:
+async def test_a_flaky_service_is_retried(
+    configured: FakeSecrets, mock_http: MockHTTP, no_backoff: BackoffRecorder
+) -> None:
     answers = iter([httpx.Response(429), httpx.Response(200, json=vt_stats(malicious=1))])
     mock_http.add("GET", f"{VT}/domains/example.org", handler=lambda request: next(answers))
     jira_created(mock_http)
@@ -193,11 +196,12 @@ async def test_a_flaky_service_is_retried(configured: FakeSecrets, mock_http: Mo
     assert_succeeded(run)
     assert_attempts(run, "virustotal_lookup", ["failed", "succeeded"])
     assert "virustotal answered 429" in str(run.attempts[0]["error"])
+    assert no_backoff.delays == [1.5]
     assert run.result_of("triage_high_severity")["verdict"] == "suspicious"
 
 
 async def test_a_service_that_keeps_failing_leaves_a_partial_verdict(
-    configured: FakeSecrets, mock_http: MockHTTP
+    configured: FakeSecrets, mock_http: MockHTTP, no_backoff: BackoffRecorder
 ) -> None:
     mock_http.add("GET", f"{VT}/ip_addresses/9.9.9.9", status=503)
     mock_http.add("GET", ABUSE, json={"data": {"abuseConfidenceScore": 40}})
@@ -210,6 +214,7 @@ async def test_a_service_that_keeps_failing_leaves_a_partial_verdict(
     assert_succeeded(run)
     assert_attempts(run, "virustotal_lookup", ["failed", "failed", "failed"])
     assert_attempts(run, "abuseipdb_lookup", ["succeeded"])
+    assert no_backoff.delays == [1.5, 2.25]
     result = run.result_of("triage_high_severity")
     assert result["verdict"] == "suspicious"
     assert result["failedLookups"] == 1

@@ -17,6 +17,7 @@ import pytest
 from enrich_iocs import TokenBucket
 from kubesoar._local import main_match
 from kubesoar.testing import (
+    BackoffRecorder,
     FakeSecrets,
     MockHTTP,
     assert_attempts,
@@ -185,7 +186,7 @@ async def test_the_rate_limit_of_each_integration_is_honoured(
 
 
 async def test_retries_are_recorded_and_each_attempt_takes_a_token(
-    configured: FakeSecrets, clock: FakeClock, mock_http: MockHTTP
+    configured: FakeSecrets, clock: FakeClock, mock_http: MockHTTP, no_backoff: BackoffRecorder
 ) -> None:
     enrich_iocs.limiters["greynoise"] = clock.bucket(per_minute=60, burst=1)
     answers = iter(
@@ -203,11 +204,12 @@ async def test_retries_are_recorded_and_each_attempt_takes_a_token(
     assert_attempts(run, "greynoise", ["failed", "succeeded"])
     assert "greynoise answered 503" in str(attempts_of(run, "greynoise")[0]["error"])
     assert clock.sleeps == [1.0]  # the retry waited for the second greynoise token
+    assert no_backoff.delays == [1.5]  # the action's own backoff, not slept
     assert run.result_of("enrich_iocs")["complete"] is True
 
 
 async def test_a_failing_integration_leaves_partial_results(
-    configured: FakeSecrets, clock: FakeClock, mock_http: MockHTTP
+    configured: FakeSecrets, clock: FakeClock, mock_http: MockHTTP, no_backoff: BackoffRecorder
 ) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
@@ -219,6 +221,7 @@ async def test_a_failing_integration_leaves_partial_results(
 
     assert_succeeded(run)
     assert_attempts(run, "abuseipdb", ["failed", "failed", "failed"])
+    assert no_backoff.delays == [1.5, 2.25]
     result = run.result_of("enrich_iocs")
     assert result["complete"] is False
     assert result["failedLookups"] == 1
@@ -228,7 +231,7 @@ async def test_a_failing_integration_leaves_partial_results(
 
 
 async def test_when_every_lookup_fails_the_run_fails(
-    configured: FakeSecrets, clock: FakeClock, mock_http: MockHTTP
+    configured: FakeSecrets, clock: FakeClock, mock_http: MockHTTP, no_backoff: BackoffRecorder
 ) -> None:
     mock_http.add("GET", VT, status=401, json={"error": {"code": "WrongCredentialsError"}})
 
@@ -238,6 +241,7 @@ async def test_when_every_lookup_fails_the_run_fails(
     assert "every one of 1 lookups failed" in str(run.error)
     # A 401 is not transient, but the SDK retries any failure of an action.
     assert len(mock_http.requests) == 3
+    assert no_backoff.delays == [1.5, 2.25]
 
 
 async def test_not_found_is_an_answer_not_a_failure(

@@ -13,6 +13,7 @@ import phishing
 import pytest
 from kubesoar._local import main_match
 from kubesoar.testing import (
+    BackoffRecorder,
     FakeSecrets,
     MockHTTP,
     assert_attempts,
@@ -240,7 +241,7 @@ async def test_a_sandbox_that_never_finishes_leaves_the_reputation_verdict(
 
 
 async def test_a_gateway_failure_is_retried_then_fails_the_run(
-    configured: FakeSecrets, mock_http: MockHTTP
+    configured: FakeSecrets, mock_http: MockHTTP, no_backoff: BackoffRecorder
 ) -> None:
     mock_http.add("GET", VT_URL, json=vt(malicious=5))
     domains_clean(mock_http)
@@ -256,6 +257,7 @@ async def test_a_gateway_failure_is_retried_then_fails_the_run(
     assert "mail gateway answered 502" in str(run.error)
     assert_attempts(run, "quarantine_message", ["failed", "failed", "failed"])
     assert len(gateway_posts(mock_http)) == 3
+    assert no_backoff.delays == [1.5, 2.25]
 
 
 async def test_a_missing_gateway_url_fails_before_any_call(
