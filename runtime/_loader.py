@@ -8,8 +8,10 @@ unready.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import os
 import sys
+import sysconfig
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ from types import ModuleType
 from typing import Any
 
 from kubesoar import _compat
+from kubesoar._context import known_secret_values
+from kubesoar._redact import redact
 from kubesoar._sdk import EntryPoint, entry_points_of, forget_module
 
 __all__ = ["LoadError", "LoadedModule", "load_module", "load_target"]
@@ -58,7 +62,8 @@ def _relative(filename: str, source_dir: Path) -> str | None:
 
 
 def _describe(exc: BaseException, source_dir: Path) -> LoadError:
-    message = str(exc) or exc.__class__.__name__
+    # The message reaches the report and the Playbook's status.
+    message = redact(str(exc) or exc.__class__.__name__, known_secret_values())
     if isinstance(exc, SyntaxError) and exc.filename:
         relative = _relative(exc.filename, source_dir)
         if relative is not None:
@@ -73,6 +78,63 @@ def _describe(exc: BaseException, source_dir: Path) -> LoadError:
     return LoadError(type(exc).__name__, message, file, line)
 
 
+# Top-level names this loader imported itself: reloading them is fine.
+_LOADED_BY_US: set[str] = set()
+
+
+def _under(path: str | None, folder: Path) -> bool:
+    if not path:
+        return False
+    try:
+        Path(path).resolve().relative_to(folder.resolve())
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _installed_paths() -> list[Path]:
+    """Where installed distributions live (site-packages), not the sources."""
+    names = ("purelib", "platlib")
+    paths = {sysconfig.get_paths()[name] for name in names}
+    return [Path(path) for path in paths if path]
+
+
+def _shadowing(top: str, source: Path) -> str | None:
+    """Why importing `top` from `source` would shadow another module, or None.
+
+    The loader puts the playbook's folder first on `sys.path` and replaces
+    `sys.modules[top]`; a playbook named like the standard library (`json`,
+    `operator`) or like a library the runtime uses (`httpx`) would replace
+    that module for the whole process and break the runtime."""
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return (
+            f"module name {top!r} shadows the standard library module {top!r}; "
+            "rename the playbook module (e.g. to a name like 'playbook_" + top + "')"
+        )
+    if top in _LOADED_BY_US:
+        return None
+    existing = sys.modules.get(top)
+    if existing is not None:
+        where = getattr(existing, "__file__", None) or next(
+            iter(getattr(existing, "__path__", None) or []), None
+        )
+        if _under(where, source):
+            return None  # the playbook itself, imported before (by its tests)
+        return (
+            f"module name {top!r} shadows the already imported module {top!r}"
+            + (f" ({where})" if where else "")
+            + "; rename the playbook module"
+        )
+    installed = [str(path) for path in _installed_paths() if path.is_dir()]
+    spec = importlib.machinery.PathFinder.find_spec(top, installed) if installed else None
+    if spec is not None:
+        return (
+            f"module name {top!r} shadows the installed module {top!r} "
+            f"({spec.origin or 'a package'}); rename the playbook module"
+        )
+    return None
+
+
 def load_module(module_name: str, source_dir: str | Path) -> LoadedModule:
     """Import `module_name` with `source_dir` first on `sys.path`."""
     source = Path(source_dir)
@@ -83,15 +145,20 @@ def load_module(module_name: str, source_dir: str | Path) -> LoadedModule:
     if not source.is_dir():
         loaded.error = LoadError("FileNotFoundError", f"no source folder {source}", None, None)
         return loaded
+    top = module_name.split(".")[0]
+    reason = _shadowing(top, source)
+    if reason is not None:
+        loaded.error = LoadError("ImportError", reason, None, None)
+        return loaded
     path_entry = str(source.resolve())
     if path_entry not in sys.path:
         sys.path.insert(0, path_entry)
     importlib.invalidate_caches()
     _compat.install_opensoar_alias()
-    top = module_name.split(".")[0]
     forget_module(top)
     for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
         del sys.modules[name]
+    _LOADED_BY_US.add(top)
     try:
         loaded.module = importlib.import_module(module_name)
         loaded.entry_points = entry_points_of(top)
