@@ -106,7 +106,10 @@ def redact_record(record: logging.LogRecord) -> None:
     if getattr(record, "kubesoar_redacted", False):
         return
     secrets = known_secret_values()
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # bad arguments: leave it to the handler's error path
+        return
     cleaned = redact(message, secrets)
     if cleaned != message:
         record.msg, record.args = cleaned, None

@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,21 @@ async def test_no_secret_in_run_record_report_or_logs(
     for where, text in texts.items():
         for leaked in (SECRET, PASSWORD, "apikey=", base64.b64encode(SECRET.encode()).decode()):
             assert leaked not in text, f"{leaked!r} in the {where}"
+
+
+def test_the_log_filter_redacts_any_record_and_tolerates_bad_arguments() -> None:
+    log_filter = CorrelationFilter()
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "GET %s", ("https://h/p?token=abc",), None
+    )
+    assert log_filter.filter(record) and record.getMessage() == "GET https://h/p"
+    broken = logging.LogRecord("x", logging.INFO, __file__, 1, "%s %s", ("one",), None)
+    assert log_filter.filter(broken)  # the handler reports the bad format, not the filter
+    try:
+        raise RuntimeError("https://u:pw-9999@h/x")
+    except RuntimeError:
+        failing = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, sys.exc_info())
+    assert log_filter.filter(failing)
+    assert failing.exc_info is None and failing.exc_text is not None
+    assert "pw-9999" not in failing.exc_text and "RuntimeError: https://h/x" in failing.exc_text
+    assert "pw-9999" not in logging.Formatter().format(failing)
