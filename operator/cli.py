@@ -91,8 +91,6 @@ async def run(args: argparse.Namespace) -> None:
     log.info("artifact server on %s:%d", host, bound)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host)
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = str(args.kubeconfig)  # kopf's login reads it
     kube = Kube(make_api_client(args.kubeconfig))
     settings = Settings(
         artifact_url=args.artifact_url,
@@ -107,7 +105,9 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     with httpx.Client(trust_env=False) as http:
         reconciler = Reconciler(kube, GitClient(state_dir / "git"), store, signer, settings, http)
-        registry = handlers.register(reconciler, timer_interval=args.status_interval)
+        registry = handlers.register(
+            reconciler, timer_interval=args.status_interval, kubeconfig=args.kubeconfig
+        )
         try:
             await kopf.operator(
                 registry=registry,

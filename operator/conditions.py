@@ -4,6 +4,16 @@ Conditions follow kstatus: `Ready` always; `Reconciling` and `Stalled` only
 while true (they are dropped when false, so `kubectl wait` and kstatus-aware
 tools such as Argo CD and Flux read them correctly); `SourceReady` and
 `RuntimeReady` say which half is at fault.
+
+Every failing reason belongs to one of three kinds, which decides what sits
+next to `Ready=False`:
+
+- in progress (`IN_PROGRESS`): work under way → `Reconciling=True` with that reason;
+- retried (every other failure): may heal on its own (network, credentials
+  created later, pods crash-looping) → `Reconciling=True`, reason
+  `ProgressingWithRetry`;
+- terminal (`TERMINAL`): only a new spec or a new commit heals it →
+  `Stalled=True` with that reason, `Reconciling` absent.
 """
 
 from __future__ import annotations
@@ -39,7 +49,13 @@ def _reason(name: str, meaning: str) -> str:
 SUCCEEDED = _reason("Succeeded", "Everything this condition covers is in place.")
 PROGRESSING = _reason("Progressing", "Work is under way; the message says what waits.")
 INVALID_SPEC = _reason("InvalidSpec", "The spec is invalid; fix it, nothing retries until then.")
-SUSPENDED = _reason("Suspended", "spec.suspend is true: the operator leaves the Playbook alone.")
+SUSPENDED = _reason(
+    "Suspended", "spec.suspend is true: nothing is reconciled; Ready keeps its last status."
+)
+PROGRESSING_WITH_RETRY = _reason(
+    "ProgressingWithRetry",
+    "A failure that may heal is retried with backoff; the message names it (Reconciling).",
+)
 GIT_OPERATION_FAILED = _reason(
     "GitOperationFailed", "Git could not be reached or failed; retried with backoff."
 )
@@ -63,6 +79,17 @@ LOAD_FAILED = _reason(
 RUNTIME_UNAVAILABLE = _reason(
     "RuntimeUnavailable", "Pods are not ready (image, scheduling, crash); see the pods' events."
 )
+
+
+IN_PROGRESS = frozenset({PROGRESSING, ROLLING_OUT})
+"""Not failures: the operator waits for work under way (Reconciling)."""
+TERMINAL = frozenset({INVALID_SPEC, LOAD_FAILED})
+"""Failures retrying cannot heal: a spec change or a new commit must (Stalled).
+
+A module that fails to import is terminal: the same commit fails the same way on
+every retry. The ref is still re-resolved every `interval`, so a fixing commit on
+a branch or a semver range is picked up without anyone touching the Playbook.
+"""
 
 
 def now_rfc3339() -> str:

@@ -9,11 +9,12 @@ refreshes status from the runtime — runs the same reconcile.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
+from kubesoar.operator import conditions as c
+from kubesoar.operator import login
 from kubesoar.operator.reconcile import Outcome, Reconciler
 from kubesoar.operator.spec import GROUP, PLURAL, VERSION
 
@@ -27,8 +28,11 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
-    # kopf logs "Timer ... succeeded." at INFO on every tick; Events at WARNING and up
-    # from kopf's logs, and explicit Normal Events for the transitions we choose.
+    # Events are the transitions the reconcile chooses (kopf.event), one per change and
+    # repeated at most every few minutes. kopf's own log lines ("Handler 'reconcile' failed
+    # temporarily", on every retry) never become Events: they stay in the log.
+    settings.posting.enabled = True
+    settings.posting.loggers = False
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 16
     settings.networking.request_timeout = 60
@@ -45,6 +49,11 @@ def _post(body: kopf.Body, outcome: Outcome) -> None:
         )
 
 
+def _why(outcome: Outcome) -> str:
+    ready = c.find(outcome.status.get("conditions"), c.READY)
+    return f"{ready['reason']}: {ready['message']}" if ready else "not ready yet, see status"
+
+
 def _run(reconciler: Reconciler, body: kopf.Body) -> Outcome:
     try:
         return reconciler.reconcile(body)
@@ -57,19 +66,13 @@ def register(
     reconciler: Reconciler,
     *,
     timer_interval: float,
+    kubeconfig: str | None = None,
     registry: kopf.OperatorRegistry | None = None,
 ) -> kopf.OperatorRegistry:
     registry = registry or kopf.get_default_registry()
     resource: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": PLURAL}
 
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The client library reads $KUBECONFIG at import time, before `--kubeconfig` is
-        # known; kopf's own kubeconfig reader looks at it now. In a pod: the default
-        # (service account) login applies.
-        if os.environ.get("KUBECONFIG"):
-            return kopf.login_with_kubeconfig(**kwargs)
-        return None
+    login.register(kubeconfig, registry)
 
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -84,7 +87,7 @@ def register(
         if outcome.invalid_spec:
             raise kopf.PermanentError(outcome.invalid_spec)
         if outcome.retry_in is not None:
-            raise kopf.TemporaryError("not ready yet, see status", delay=outcome.retry_in)
+            raise kopf.TemporaryError(_why(outcome), delay=outcome.retry_in)
 
     @kopf.timer(**resource, registry=registry, interval=timer_interval, initial_delay=1.0)
     def playbook_refresh(body: kopf.Body, **_: Any) -> None:

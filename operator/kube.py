@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubesoar.operator import login
 from kubesoar.operator.spec import GROUP, PLURAL, VERSION
 
 FIELD_MANAGER = "kubesoar-operator"
@@ -20,14 +21,8 @@ _APPLY = "application/apply-patch+yaml"
 
 
 def make_api_client(kubeconfig: str | None) -> client.ApiClient:
-    """From a kubeconfig file, else in-cluster, else the default kubeconfig."""
-    if kubeconfig:
-        return cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))  # type: ignore[no-untyped-call]
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    except config.ConfigException:
-        return cast(client.ApiClient, config.new_client_from_config())  # type: ignore[no-untyped-call]
+    """From the kubeconfig file when given, else in-cluster, else the default kubeconfig."""
+    return client.ApiClient(login.load_configuration(kubeconfig))
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -5,11 +5,18 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
-    "kubesoar_operator_reconciles_total", "Playbook reconciles, by result.", ["result"]
+    "kubesoar_operator_reconciles_total",
+    "Playbook reconciles, by result (succeeded, failed, suspended).",
+    ["result"],
 )
 FAILURES = Counter(
     "kubesoar_operator_reconcile_failures_total",
     "Failed Playbook reconciles, by condition reason.",
+    ["reason"],
+)
+TRANSITIONS = Counter(
+    "kubesoar_operator_transitions_total",
+    "Playbook condition changes posted as Events (NewRevision, Ready, SourceFailed, ...).",
     ["reason"],
 )
 DURATION = Histogram(

@@ -38,6 +38,11 @@ log = logging.getLogger("kubesoar.operator.reconcile")
 
 REQUESTED_AT = "kubesoar.dev/requestedAt"
 MIN_BACKOFF, MAX_BACKOFF = 5.0, 300.0
+# The same Event (reason and message) is posted at most once in this many seconds: a
+# crash-looping pod or a flapping Git server would otherwise post one per cycle.
+EVENT_REPEAT_SECONDS = 600.0
+# User actions: always worth an Event, however soon they repeat.
+_ALWAYS_POSTED = frozenset({"Suspended", "Resumed", "NewRevision"})
 _BAD_WAITING = {
     "CrashLoopBackOff",
     "ImagePullBackOff",
@@ -82,6 +87,8 @@ class _State:
     digests: list[str] = field(default_factory=list)
     # The status this operator last wrote; fresher than a body a timer was handed.
     last_status: dict[str, Any] | None = None
+    # (Event reason, message) -> when it was last posted, to keep flapping from flooding.
+    posted: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -119,14 +126,19 @@ class Reconciler:
         started = time.monotonic()
         with state.lock:
             outcome = self._reconcile(body, state)
+            outcome.transitions = _unrepeated(outcome.transitions, state, time.monotonic())
         metrics.DURATION.observe(time.monotonic() - started)
         ready = c.find(outcome.status.get("conditions"), c.READY)
         metrics.record_ready(namespace, name, ready["status"] if ready else None)
-        if outcome.invalid_spec or outcome.retry_in is not None:
+        if outcome.suspended:
+            metrics.RECONCILES.labels(result="suspended").inc()
+        elif outcome.invalid_spec or outcome.retry_in is not None:
             metrics.RECONCILES.labels(result="failed").inc()
             metrics.FAILURES.labels(reason=ready["reason"] if ready else "Unknown").inc()
         else:
             metrics.RECONCILES.labels(result="succeeded").inc()
+        for transition in outcome.transitions:
+            metrics.TRANSITIONS.labels(reason=transition.reason).inc()
         return outcome
 
     def _reconcile(self, body: Mapping[str, Any], state: _State) -> Outcome:
@@ -148,9 +160,11 @@ class Reconciler:
             state.last_status = {**previous, **status}
             return Outcome(status, transitions, invalid_spec=obs.spec_error)
         if spec.suspend:
-            status = {"observedGeneration": obs.generation}
-            self.kube.patch_status(namespace, name, status)
-            return Outcome(status, [], suspended=True)
+            # Nothing is resolved or applied; the status only says so (once, not every tick).
+            obs.suspended = True
+            status, transitions = self._publish(namespace, name, obs, previous)
+            state.last_status = {**previous, **status}
+            return Outcome(status, transitions, suspended=True)
 
         retry_in = self._source(namespace, name, spec, state, obs, forced=forced)
         if obs.source is not None:
@@ -312,6 +326,19 @@ class Reconciler:
         if _differs(status, previous):
             self.kube.patch_status(namespace, name, status)
         return status, transitions
+
+
+def _unrepeated(transitions: list[Transition], state: _State, now: float) -> list[Transition]:
+    """Drop transitions whose Event was posted within `EVENT_REPEAT_SECONDS`."""
+    state.posted = {k: t for k, t in state.posted.items() if now - t < EVENT_REPEAT_SECONDS}
+    kept = []
+    for transition in transitions:
+        key = (transition.reason, transition.message)
+        if transition.reason not in _ALWAYS_POSTED and key in state.posted:
+            continue
+        state.posted[key] = now
+        kept.append(transition)
+    return kept
 
 
 def _source_failure(exc: Exception, creds: Credentials | None) -> tuple[str, str]:

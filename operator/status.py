@@ -50,6 +50,7 @@ class Observation:
     summary: Summary = field(default_factory=Summary)
     endpoint: str | None = None
     requested_at: str | None = None
+    suspended: bool = False
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Transition:
     """A change worth a Kubernetes Event."""
 
     warning: bool
-    reason: str  # NewRevision, Ready, SourceFailed, RuntimeFailed, InvalidSpec
+    reason: str  # NewRevision, Ready, SourceFailed, RuntimeFailed, InvalidSpec, Suspended, Resumed
     message: str
 
 
@@ -97,6 +98,10 @@ def summarise(
     prev_conditions = prev.get("conditions") or []
     gen = obs.generation
     status: dict[str, Any] = {"observedGeneration": gen}
+    if obs.suspended:
+        # A requestedAt stays unhandled: it acts once the Playbook is resumed.
+        status["conditions"] = c.merge(prev_conditions, _suspended(prev_conditions, gen))
+        return status, _transitions(prev, status)
     if obs.requested_at is not None:
         status["lastHandledReconcileAt"] = obs.requested_at
 
@@ -131,12 +136,7 @@ def summarise(
     else:
         assert obs.source is not None
         ready = c.make(c.READY, True, c.SUCCEEDED, f"running {obs.source.revision}", gen)
-    current = [ready, source_cond, runtime_cond]
-    if runtime_cond["reason"] in (c.ROLLING_OUT, c.PROGRESSING) or (
-        source_cond["reason"] == c.PROGRESSING
-    ):
-        waiting = runtime_cond if runtime_cond["reason"] != c.SUCCEEDED else source_cond
-        current.append(c.make(c.RECONCILING, True, waiting["reason"], waiting["message"], gen))
+    current = [ready, source_cond, runtime_cond, *_progress(source_cond, runtime_cond, gen=gen)]
     status["conditions"] = c.merge(prev_conditions, current)
 
     if obs.source is not None:
@@ -161,6 +161,45 @@ def summarise(
     return status, _transitions(prev, status)
 
 
+def _progress(*halves: dict[str, Any], gen: int) -> list[dict[str, Any]]:
+    """`Reconciling` while anything retries or is under way, else `Stalled` for a terminal failure.
+
+    A retried failure outranks work in progress: it is what a user has to know about.
+    """
+    failing = [x for x in halves if x["status"] == "False"]
+    retried = [x for x in failing if x["reason"] not in c.IN_PROGRESS | c.TERMINAL]
+    waiting = [x for x in failing if x["reason"] in c.IN_PROGRESS]
+    terminal = [x for x in failing if x["reason"] in c.TERMINAL]
+    if retried:
+        first = retried[0]
+        message = f"retrying after {first['reason']}: {first['message']}"
+        return [c.make(c.RECONCILING, True, c.PROGRESSING_WITH_RETRY, message, gen)]
+    if waiting:
+        return [c.make(c.RECONCILING, True, waiting[0]["reason"], waiting[0]["message"], gen)]
+    if terminal:
+        return [c.make(c.STALLED, True, terminal[0]["reason"], terminal[0]["message"], gen)]
+    return []
+
+
+def _suspended(previous: list[Mapping[str, Any]], gen: int) -> list[dict[str, Any]]:
+    """Ready keeps its status (and transition time); its reason and message say suspended.
+
+    `Reconciling` and `Stalled` go: nothing is in progress and nothing is retried, so
+    kstatus tools see the Playbook as settled, as Flux shows its suspended objects.
+    """
+    kept = [dict(x) for x in previous if x.get("type") in (c.SOURCE_READY, c.RUNTIME_READY)]
+    before = c.find(previous, c.READY)
+    if before is None:
+        ready = c.make(c.READY, False, c.SUSPENDED, "suspended before the first reconcile", gen)
+    elif before.get("reason") == c.SUSPENDED:
+        ready = {**before, "observedGeneration": gen}
+    else:
+        was = f"{before.get('reason')}: {before.get('message')}"
+        message = f"suspended (spec.suspend is true); last state {was}"
+        ready = c.make(c.READY, before.get("status") == "True", c.SUSPENDED, message, gen)
+    return [ready, *kept]
+
+
 _FAILURE_EVENTS = {
     c.SOURCE_READY: "SourceFailed",
     c.RUNTIME_READY: "RuntimeFailed",
@@ -179,8 +218,10 @@ def _transitions(prev: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transi
         out.append(Transition(False, "NewRevision", f"new revision {new_rev}{was}"))
     for type_, event_reason in _FAILURE_EVENTS.items():
         cond, old = c.find(after, type_), c.find(before, type_)
-        if cond is None or cond["reason"] in (c.PROGRESSING, c.ROLLING_OUT):
+        if cond is None or cond["reason"] in c.IN_PROGRESS:
             continue
+        if type_ == c.STALLED and cond["reason"] != c.INVALID_SPEC:
+            continue  # a load error stalls too; RuntimeFailed already tells of it
         failing = cond["status"] == ("True" if type_ == c.STALLED else "False")
         changed = old is None or (old.get("status"), old.get("reason")) != (
             cond["status"],
@@ -188,6 +229,13 @@ def _transitions(prev: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transi
         )
         if failing and changed:
             out.append(Transition(True, event_reason, f"{cond['reason']}: {cond['message']}"))
+    ready_after, ready_before = c.find(after, c.READY), c.find(before, c.READY)
+    suspended_after = ready_after is not None and ready_after["reason"] == c.SUSPENDED
+    suspended_before = ready_before is not None and ready_before.get("reason") == c.SUSPENDED
+    if suspended_after and not suspended_before:
+        out.append(Transition(False, "Suspended", "reconciliation suspended (spec.suspend)"))
+    elif suspended_before and not suspended_after:
+        out.append(Transition(False, "Resumed", "reconciliation resumed"))
     if c.is_true(after, c.READY) and not c.is_true(before, c.READY):
         ready = c.find(after, c.READY)
         out.append(Transition(False, "Ready", str(ready["message"]) if ready else "ready"))

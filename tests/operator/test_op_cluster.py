@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 from support.cluster import ClusterHandle, wait_for
 from support.git_http import GitHTTPServer, GitRepo
 
@@ -54,6 +57,7 @@ class Operator:
         self.cluster, self.namespace, self.state = cluster, namespace, state
         self.log = state / "operator.log"
         self.port = _free_port()
+        self.metrics_port = _free_port()
         self.key = state / "signing-key"
         self.key.write_text(uuid.uuid4().hex * 2)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -65,9 +69,35 @@ class Operator:
             f"--artifact-url=http://127.0.0.1:{self.port}", f"--signing-key-file={self.key}",
             f"--state-dir={self.state / 'data'}", "--status-interval=1",
             "--system-namespace=kubesoar-system", "--runtime-image=ghcr.io/kubesoar/kubesoar:0.1.0",
+            "--metrics-host=127.0.0.1", f"--metrics-port={self.metrics_port}",
         ]  # fmt: skip
+        # Only --kubeconfig says where the cluster is: no $KUBECONFIG, no ~/.kube/config.
+        home = self.state / "home"
+        home.mkdir(exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        env["HOME"] = str(home)
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def lines(self) -> list[dict[str, Any]]:
+        """The JSON lines logged so far."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"level": "raw", "message": line})
+        return out
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The samples of /metrics: (name, sorted labels) -> value."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as answer:
+            text = answer.read().decode()
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -293,7 +323,7 @@ def test_branch_is_re_resolved_every_interval(
 
 def test_failures_have_reasons_and_never_leak_the_credential(
     operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
-    k8s_client: Any, git: GitHTTPServer,
+    k8s_client: Any, git: GitHTTPServer, local_cluster: ClusterHandle,
 ) -> None:  # fmt: skip
     good, _ = make_playbook()
     core = client.CoreV1Api(k8s_client)
@@ -315,6 +345,23 @@ def test_failures_have_reasons_and_never_leak_the_credential(
     stalled = _wait_condition(api, tenant, invalid, "Stalled", "True", "InvalidSpec")
     assert "semver" in _condition(stalled, "Stalled")["message"]
     assert _condition(stalled, "Ready")["status"] == "False"
+    assert _condition(stalled, "Reconciling") is None
+
+    # Retried failures are in progress for kstatus tools (Argo CD, Flux), never Stalled,
+    # and Ready says what is wrong.
+    for name, reason in ((wrong_url, "GitOperationFailed"), (bad_creds, "AuthenticationFailed")):
+        obj = _wait_condition(api, tenant, name, "Reconciling", "True", "ProgressingWithRetry")
+        assert _condition(obj, "Stalled") is None
+        ready = _condition(obj, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", reason)
+        assert reason in _condition(obj, "Reconciling")["message"]
+    waited = local_cluster.kubectl(
+        "-n", tenant, "wait", "--for=condition=Ready", f"playbook/{bad_creds}", "--timeout=1s",
+        check=False,
+    )  # fmt: skip
+    assert waited.returncode != 0
+    wide = local_cluster.kubectl("-n", tenant, "get", "pb", bad_creds, "-o", "wide").stdout
+    assert _condition(_get(api, tenant, bad_creds), "Ready")["message"] in wide  # Status column
     _wait_condition(api, tenant, good, "Ready", "True", timeout=180)
 
     # Nowhere: statuses, Events, the operator's log.
@@ -334,6 +381,24 @@ def test_load_error_is_shown_with_file_and_line(
     obj = _wait_condition(api, tenant, name, "RuntimeReady", "False", "LoadFailed", timeout=180)
     message = _condition(obj, "RuntimeReady")["message"]
     assert "SyntaxError" in message and "triage.py" in message
+
+    # Retrying the same commit cannot help: Stalled, not Reconciling (documented choice).
+    obj = _wait_condition(api, tenant, name, "Stalled", "True", "LoadFailed")
+    assert _condition(obj, "Reconciling") is None
+    assert "SyntaxError" in _condition(obj, "Ready")["message"]
+    # The branch is still re-resolved: a fixing commit heals it without touching the spec.
+    fixed = repo.commit({"pb/triage.py": MODULE.replace("VERSION", "fixed")}, "fixed")
+
+    def healed() -> dict[str, Any] | None:
+        obj = _get(api, tenant, name)
+        ready = _condition(obj, "Ready")
+        revision = (obj.get("status") or {}).get("source", {}).get("revision")
+        if revision == f"main@sha1:{fixed}" and ready and ready["status"] == "True":
+            return obj
+        return None
+
+    obj = wait_for(healed, "the fixing commit Ready", timeout=180)
+    assert _condition(obj, "Stalled") is None and _condition(obj, "Reconciling") is None
 
 
 def test_delete_garbage_collects_children(
@@ -371,3 +436,157 @@ def test_restart_mid_reconcile_makes_no_duplicates(
     replica_sets = apps.list_namespaced_replica_set(tenant, label_selector=selector).items
     assert len(replica_sets) == 1  # same template after the restart: no second rollout
     assert obj["status"]["readyReplicas"] == 1
+
+
+def _events(core: client.CoreV1Api, ns: str, name: str) -> list[Any]:
+    items = core.list_namespaced_event(ns, field_selector=f"involvedObject.name={name}").items
+    return [e for e in items if e.involved_object.kind == "Playbook"]
+
+
+def _patch_spec(api: client.CustomObjectsApi, ns: str, name: str, spec: dict[str, Any]) -> None:
+    api.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": spec})
+
+
+def test_suspend_holds_the_revision_and_resume_picks_it_up(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    k8s_client: Any, git: GitHTTPServer,
+) -> None:  # fmt: skip
+    name, repo = make_playbook()
+    _wait_condition(api, tenant, name, "Ready", "True", "Succeeded", timeout=180)
+    old_sha = repo.head()
+    _patch_spec(api, tenant, name, {"suspend": True})
+    obj = _wait_condition(api, tenant, name, "Ready", "True", "Suspended")
+    assert "suspend" in _condition(obj, "Ready")["message"]
+    assert _condition(obj, "Reconciling") is None and _condition(obj, "Stalled") is None
+    core = client.CoreV1Api(k8s_client)
+    wait_for(
+        lambda: any(e.reason == "Suspended" for e in _events(core, tenant, name)),
+        "a Suspended Event",
+    )
+
+    new_sha = repo.commit({"pb/triage.py": MODULE.replace("VERSION", "while-suspended")}, "v2")
+    stamp = str(time.time())
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, tenant, PLURAL, name,
+        {"metadata": {"annotations": {"kubesoar.dev/requestedAt": stamp}}},
+    )  # fmt: skip
+    # A control Playbook on the same repository and interval, not suspended: once it runs
+    # the new commit, the suspended one has had every chance to pick it up too.
+    control, _ = make_playbook(url=git.url(name))
+
+    def control_rolled() -> bool:
+        obj = _get(api, tenant, control)
+        ready = _condition(obj, "Ready")
+        revision = (obj.get("status") or {}).get("source", {}).get("revision")
+        return revision == f"main@sha1:{new_sha}" and bool(ready and ready["status"] == "True")
+
+    wait_for(control_rolled, "the control Playbook at the new commit", timeout=180)
+    held = _get(api, tenant, name)
+    assert held["status"]["source"]["revision"] == f"main@sha1:{old_sha}"
+    assert _condition(held, "Ready")["reason"] == "Suspended"
+    assert held["status"].get("lastHandledReconcileAt") != stamp
+    dep = client.AppsV1Api(k8s_client).read_namespaced_deployment(f"{name}-runtime", tenant)
+    assert dep.spec.template.metadata.annotations["kubesoar.dev/commit"] == old_sha
+
+    _patch_spec(api, tenant, name, {"suspend": False})
+
+    def resumed() -> dict[str, Any] | None:
+        obj = _get(api, tenant, name)
+        ready = _condition(obj, "Ready")
+        revision = (obj.get("status") or {}).get("source", {}).get("revision")
+        if revision == f"main@sha1:{new_sha}" and ready and ready["reason"] == "Succeeded":
+            return obj
+        return None
+
+    obj = wait_for(resumed, "the new commit once resumed", timeout=180)
+    assert obj["status"]["lastHandledReconcileAt"] == stamp
+    wait_for(
+        lambda: any(e.reason == "Resumed" for e in _events(core, tenant, name)),
+        "a Resumed Event",
+    )
+
+
+def test_retries_post_a_bounded_number_of_events(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    k8s_client: Any, git: GitHTTPServer,
+) -> None:  # fmt: skip
+    name, _ = make_playbook(url=git.url("nowhere-to-be-found"))
+    _wait_condition(api, tenant, name, "Reconciling", "True", "ProgressingWithRetry")
+
+    def retries() -> int:
+        return sum(
+            1 for line in operator.lines()
+            if line.get("object") == f"{tenant}/{name}"
+            and "failed temporarily" in str(line.get("message"))
+        )  # fmt: skip
+
+    wait_for(lambda: retries() >= 3, "three retries of the failing reconcile", timeout=120)
+    core = client.CoreV1Api(k8s_client)
+    wait_for(
+        lambda: any(e.reason == "SourceFailed" for e in _events(core, tenant, name)),
+        "the SourceFailed Event",
+    )
+    events = _events(core, tenant, name)
+    # One Event for the transition; none per retry (kopf's log lines stay in the log).
+    assert [e.reason for e in events] == ["SourceFailed"], [(e.reason, e.message) for e in events]
+    assert (events[0].count or 1) == 1
+
+
+def test_metrics_count_reconciles_failures_and_playbooks(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    git: GitHTTPServer,
+) -> None:  # fmt: skip
+    def value(metrics: dict[Any, float], name: str, **labels: str) -> float:
+        return metrics.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    before = wait_for(operator.metrics, "the metrics endpoint")
+    good, _ = make_playbook()
+    bad, _ = make_playbook(url=git.url("no-such-repository"))
+    _wait_condition(api, tenant, good, "Ready", "True", timeout=180)
+    _wait_condition(api, tenant, bad, "SourceReady", "False", "GitOperationFailed")
+    after = operator.metrics()
+
+    reconciles = "kubesoar_operator_reconciles_total"
+    failures = "kubesoar_operator_reconcile_failures_total"
+    transitions = "kubesoar_operator_transitions_total"
+    assert value(after, reconciles, result="succeeded") > value(
+        before, reconciles, result="succeeded"
+    )
+    assert value(after, reconciles, result="failed") > value(before, reconciles, result="failed")
+    assert value(after, failures, reason="GitOperationFailed") > value(
+        before, failures, reason="GitOperationFailed"
+    )
+    for reason in ("NewRevision", "Ready", "SourceFailed"):
+        assert value(after, transitions, reason=reason) > value(before, transitions, reason=reason)
+    assert value(after, "kubesoar_operator_playbooks", ready="True") >= 1
+    assert value(after, "kubesoar_operator_playbooks", ready="False") >= 1
+
+
+def test_kubeconfig_flag_alone_logs_in_cleanly(
+    local_cluster: ClusterHandle, make_namespace: Callable[..., str], crd: None,
+    api: client.CustomObjectsApi, k8s_client: Any, git: GitHTTPServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:  # fmt: skip
+    """`--kubeconfig` with no $KUBECONFIG and no ~/.kube/config: no error, and it reconciles."""
+    namespace = make_namespace("op-login")
+    client.CoreV1Api(k8s_client).create_namespaced_secret(
+        namespace, {"metadata": {"name": "git-auth"},
+                    "stringData": {"username": "bob", "password": PASSWORD}},
+    )  # fmt: skip
+    op = Operator(local_cluster, namespace, tmp_path_factory.mktemp("operator-login"))
+    op.start()
+    try:
+        name = f"pb-{uuid.uuid4().hex[:6]}"
+        git.create_repo(name, {"pb/triage.py": MODULE.replace("VERSION", "login")})
+        api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _playbook(name, git.url(name), "git-auth")
+        )
+        _wait_condition(api, namespace, name, "Ready", "True", timeout=180)
+    finally:
+        op.stop()
+    lines = op.lines()
+    assert not [x for x in lines if x.get("level") in ("error", "critical", "raw")], lines[:20]
+    messages = [str(x.get("message")) for x in lines]
+    assert "Initial authentication has finished." in messages
+    assert not [m for m in messages if "authentication has failed" in m.lower()]
+    assert "Activity 'kubeconfig' succeeded." in messages

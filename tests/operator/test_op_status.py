@@ -3,6 +3,8 @@ reasons for each failure, Events on transitions, load errors with file and line.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubesoar.operator import conditions as c
 from kubesoar.operator.report import PodReport, PodState, Summary, aggregate
 from kubesoar.operator.status import Observation, RolloutState, SourceState, summarise
@@ -124,3 +126,143 @@ def test_reports_of_old_revisions_do_not_define_entry_points() -> None:
     summary = aggregate([PodReport(pod, report=report)], SHA)
     assert summary.entry_points == [] and summary.reports_at_commit == 0
     assert summary.runs["total"] == 5
+
+
+# --- kstatus: Reconciling while retrying, Stalled only when retrying cannot help ----------
+def _kinds(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {x["type"]: (x["status"], x["reason"]) for x in status["conditions"]}
+
+
+def test_a_failure_that_may_heal_is_reconciling_with_retry() -> None:
+    obs = Observation(
+        1, source_error=(c.GIT_OPERATION_FAILED, "http://g/a.git: connection refused"),
+        rollout=_rollout(), summary=_ready_summary(),
+    )  # fmt: skip
+    status, _ = summarise(obs, None)
+    kinds = _kinds(status)
+    assert kinds[c.READY] == ("False", c.GIT_OPERATION_FAILED)
+    assert kinds[c.RECONCILING] == ("True", c.PROGRESSING_WITH_RETRY)
+    assert c.STALLED not in kinds
+    ready, reconciling = (
+        c.find(status["conditions"], c.READY),
+        c.find(status["conditions"], c.RECONCILING),
+    )
+    assert ready["message"] == "http://g/a.git: connection refused"  # says what is wrong
+    assert reconciling["message"] == (
+        "retrying after GitOperationFailed: http://g/a.git: connection refused"
+    )
+
+
+def test_crash_looping_pods_are_reconciling_with_retry() -> None:
+    pod = PodState("p-1", "127.0.0.9", False, SHA, problem="container runtime: CrashLoopBackOff")
+    rollout = RolloutState(
+        exists=True, desired=1, commit=SHA, revision=f"main@sha1:{SHA}",
+        generation_observed=True, replicas=1, updated=1, ready=0, pods=(pod,),
+    )  # fmt: skip
+    status, events = summarise(Observation(1, source=SOURCE, rollout=rollout), None)
+    kinds = _kinds(status)
+    assert kinds[c.READY] == ("False", c.RUNTIME_UNAVAILABLE)
+    assert kinds[c.RECONCILING] == ("True", c.PROGRESSING_WITH_RETRY)
+    assert c.STALLED not in kinds
+    assert "CrashLoopBackOff" in c.find(status["conditions"], c.READY)["message"]
+    assert [e.reason for e in events] == ["NewRevision", "RuntimeFailed"]
+
+
+def test_waiting_for_the_runtime_is_reconciling_progressing() -> None:
+    obs = Observation(1, source=SOURCE, rollout=RolloutState(exists=False, desired=1))
+    kinds = _kinds(summarise(obs, None)[0])
+    assert kinds[c.RECONCILING] == ("True", c.PROGRESSING)
+    assert kinds[c.READY] == ("False", c.PROGRESSING)
+
+
+def _load_failed_summary() -> Summary:
+    load_error = {"type": "SyntaxError", "message": "invalid syntax", "file": "t.py", "line": 3}
+    return Summary(load_error=load_error, reports_at_commit=1)
+
+
+def test_a_load_error_is_stalled_not_reconciling() -> None:
+    obs = Observation(1, source=SOURCE, rollout=_rollout(ready=0), summary=_load_failed_summary())
+    status, events = summarise(obs, None)
+    kinds = _kinds(status)
+    assert kinds[c.READY] == ("False", c.LOAD_FAILED)
+    assert kinds[c.STALLED] == ("True", c.LOAD_FAILED)
+    assert c.RECONCILING not in kinds
+    stalled = c.find(status["conditions"], c.STALLED)
+    assert stalled["message"] == "SyntaxError: invalid syntax (t.py:3)"
+    # One Warning for it (RuntimeFailed), not an InvalidSpec one as well.
+    assert [e.reason for e in events] == ["NewRevision", "RuntimeFailed"]
+
+
+def test_a_load_error_while_git_is_retried_is_reconciling() -> None:
+    obs = Observation(
+        1, source_error=(c.GIT_OPERATION_FAILED, "down"), rollout=_rollout(ready=0),
+        summary=_load_failed_summary(),
+    )  # fmt: skip
+    kinds = _kinds(summarise(obs, None)[0])
+    assert kinds[c.RECONCILING] == ("True", c.PROGRESSING_WITH_RETRY)
+    assert c.STALLED not in kinds
+
+
+def test_a_new_revision_after_a_load_error_clears_stalled() -> None:
+    broken, _ = summarise(
+        Observation(1, source=SOURCE, rollout=_rollout(ready=0), summary=_load_failed_summary()),
+        None,
+    )
+    rolling, _ = summarise(
+        Observation(1, source=SOURCE, rollout=_rollout(ready=0), summary=Summary()), broken
+    )
+    kinds = _kinds(rolling)
+    assert c.STALLED not in kinds and kinds[c.RECONCILING] == ("True", c.ROLLING_OUT)
+
+
+def test_invalid_spec_is_stalled_without_reconciling() -> None:
+    rolling, _ = summarise(Observation(1, source=SOURCE, rollout=_rollout(ready=0)), None)
+    status, _ = summarise(Observation(2, spec_error="spec.module: bad"), rolling)
+    kinds = _kinds(status)
+    assert kinds[c.STALLED] == ("True", c.INVALID_SPEC)
+    assert c.RECONCILING not in kinds
+
+
+def test_every_failing_reason_has_a_kind() -> None:
+    """Each reason is declared once with a meaning; the new one included."""
+    assert c.PROGRESSING_WITH_RETRY in c.REASONS and c.SUSPENDED in c.REASONS
+    assert c.IN_PROGRESS <= set(c.REASONS) and c.TERMINAL <= set(c.REASONS)
+    assert not c.IN_PROGRESS & c.TERMINAL
+
+
+# --- suspend --------------------------------------------------------------------------
+def test_suspend_keeps_ready_status_and_says_suspended() -> None:
+    good, _ = summarise(
+        Observation(1, source=SOURCE, rollout=_rollout(), summary=_ready_summary()), None
+    )
+    ready_before = c.find(good["conditions"], c.READY)
+    status, events = summarise(Observation(2, suspended=True), good)
+    ready = c.find(status["conditions"], c.READY)
+    assert (ready["status"], ready["reason"]) == ("True", c.SUSPENDED)
+    assert ready["lastTransitionTime"] == ready_before["lastTransitionTime"]
+    assert f"running main@sha1:{SHA}" in ready["message"] and "suspend" in ready["message"]
+    assert c.is_true(status["conditions"], c.SOURCE_READY)  # the last view is kept
+    assert status["observedGeneration"] == 2 and "source" not in status
+    assert [(e.warning, e.reason) for e in events] == [(False, "Suspended")]
+    again, repeated = summarise(Observation(2, suspended=True), {**good, **status})
+    assert repeated == [] and c.find(again["conditions"], c.READY) == ready
+
+    resumed, events = summarise(
+        Observation(3, source=SOURCE, rollout=_rollout(), summary=_ready_summary()),
+        {**good, **status},
+    )
+    assert _kinds(resumed)[c.READY] == ("True", c.SUCCEEDED)
+    assert [e.reason for e in events] == ["Resumed"]
+
+
+def test_suspend_drops_reconciling_and_stalled() -> None:
+    failing, _ = summarise(
+        Observation(1, source_error=(c.GIT_OPERATION_FAILED, "down"), rollout=_rollout()), None
+    )
+    assert c.is_true(failing["conditions"], c.RECONCILING)
+    status, _ = summarise(Observation(1, suspended=True, requested_at="x"), failing)
+    kinds = _kinds(status)
+    assert kinds[c.READY] == ("False", c.SUSPENDED)
+    assert c.RECONCILING not in kinds and c.STALLED not in kinds
+    assert "GitOperationFailed: down" in c.find(status["conditions"], c.READY)["message"]
+    assert "lastHandledReconcileAt" not in status  # acted on once resumed
