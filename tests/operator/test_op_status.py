@@ -3,6 +3,7 @@ reasons for each failure, Events on transitions, load errors with file and line.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kubesoar.operator import conditions as c
@@ -266,3 +267,9 @@ def test_suspend_drops_reconciling_and_stalled() -> None:
     assert c.RECONCILING not in kinds and c.STALLED not in kinds
     assert "GitOperationFailed: down" in c.find(status["conditions"], c.READY)["message"]
     assert "lastHandledReconcileAt" not in status  # acted on once resumed
+
+
+def test_every_reason_is_documented_in_the_reference() -> None:
+    reference = Path(__file__).resolve().parents[2] / "docs" / "reference" / "playbook.md"
+    text = reference.read_text()
+    assert [r for r in c.REASONS if f"| `{r}` |" not in text] == []
