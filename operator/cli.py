@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import kopf
 import prometheus_client
+from kubernetes.config import ConfigException
 
 # Importing alertsources registers the AlertSource handlers on kopf's default registry.
 from kubesoar.operator import (
@@ -91,7 +92,13 @@ async def run(args: argparse.Namespace) -> None:
     log.info("artifact server on %s:%d", host, bound)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host)
-    kube = Kube(make_api_client(args.kubeconfig))
+    try:
+        kube = Kube(make_api_client(args.kubeconfig))
+    except (ConfigException, OSError) as exc:
+        # A missing or unusable kubeconfig is an operator error, not a crash worth a traceback.
+        log.error("cannot load Kubernetes credentials: %s", exc)
+        await runner.cleanup()
+        raise SystemExit(2) from None
     settings = Settings(
         artifact_url=args.artifact_url,
         system_namespace=args.system_namespace,

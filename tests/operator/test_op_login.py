@@ -1,9 +1,14 @@
 """Login: `--kubeconfig` is that file and nothing else (whatever $KUBECONFIG says, read at
 import time or now); the operator's login handler is the only one kopf runs; Events are
-bounded: the same transition is posted at most once per window."""
+bounded: the same transition is posted at most once per window; an unusable kubeconfig
+ends the operator with one error line, not a traceback."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -93,3 +98,25 @@ def test_the_same_event_is_posted_once_per_window() -> None:
     later = _unrepeated([crash], state, now=100 + EVENT_REPEAT_SECONDS)
     assert later == [crash]
     assert len(state.posted) <= 3
+
+
+def test_an_unusable_kubeconfig_exits_with_one_line(tmp_path: Path) -> None:
+    kubesoar = Path(sys.executable).with_name("kubesoar")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    done = subprocess.run(
+        [str(kubesoar), "operator", f"--kubeconfig={tmp_path / 'missing'}", "--namespace=x",
+         "--artifact-listen=127.0.0.1:0", "--artifact-url=http://127.0.0.1:1",
+         f"--signing-key-file={_key(tmp_path)}"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    errors = [x["message"] for x in lines if x["level"] == "error"]
+    assert len(errors) == 1 and errors[0].startswith("cannot load Kubernetes credentials")
+    assert "Traceback" not in done.stderr
+
+
+def _key(tmp_path: Path) -> Path:
+    key = tmp_path / "key"
+    key.write_text("k" * 64)
+    return key
