@@ -32,11 +32,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-import httpx  # noqa: E402
 import yaml  # noqa: E402
-from kubesoar.operator.router.auth import sign  # noqa: E402
 from support.git_http import GitHTTPServer  # noqa: E402
-from support.stack import KubesoarStack, apply_crds, condition, find_run, wait_for  # noqa: E402
+from support.stack import (  # noqa: E402
+    KubesoarStack,
+    apply_crds,
+    condition,
+    delete_namespace,
+    find_run,
+    wait_for,
+)
 
 from hack.localcluster.cluster import LocalCluster  # noqa: E402
 
@@ -106,12 +111,11 @@ def run_local(args: argparse.Namespace) -> int:
         apply_crds(kubectl)
 
         say(f"Creating tenant namespace {NAMESPACE} (Pod Security: restricted)")
-        kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", check=False)
+        kubectl(
+            "delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=60s", check=False
+        )
         kubectl("create", "namespace", NAMESPACE)
         kubectl("label", "namespace", NAMESPACE, "pod-security.kubernetes.io/enforce=restricted")
-        cleanup.callback(
-            lambda: kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-        )
 
         say("Serving a Git repository with the demo playbook over HTTP (basic auth) on loopback")
         git_password = secrets.token_urlsafe(12)
@@ -126,6 +130,9 @@ def run_local(args: argparse.Namespace) -> int:
         stack = KubesoarStack(kubeconfig=kubeconfig, namespaces=[NAMESPACE], workdir=work)
         cleanup.callback(stack.stop)
         stack.start()
+        # Registered after the stack, so it runs before the operator stops (LIFO):
+        # the operator must be alive to release its finalizers.
+        cleanup.callback(delete_namespace, kubectl, NAMESPACE)
         print(f"    router on {stack.router_url}; logs in {work}")
 
         say("Applying the tenant's Secrets, AlertSource and Playbook")
@@ -155,19 +162,7 @@ def run_local(args: argparse.Namespace) -> int:
 
         path = f"/v1/namespaces/{NAMESPACE}/sources/siem/alerts"
         say(f"Sending a signed alert to {path}")
-        body = json.dumps(DEMO_ALERT).encode()
-        timestamp = str(int(time.time()))
-        answer = httpx.post(
-            stack.router_url + path,
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {token}",
-                "X-Kubesoar-Timestamp": timestamp,
-                "X-Kubesoar-Signature": sign(key.encode(), timestamp, body),
-            },
-            timeout=30,
-        )
+        answer = stack.send_alert(NAMESPACE, "siem", DEMO_ALERT, token=token, hmac_key=key)
         print(f"    HTTP {answer.status_code} {answer.text}")
         if answer.status_code != 202 or not answer.json().get("deliveries"):
             print(stack.logs()[-4000:], file=sys.stderr)

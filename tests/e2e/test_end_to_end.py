@@ -22,13 +22,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from kubesoar.operator.router.auth import sign
 from support.cluster import ClusterHandle
 from support.git_http import GitHTTPServer
 from support.stack import (
     KubesoarStack,
     apply_crds,
     condition,
+    delete_namespace,
     find_run,
     kubectl_json,
     wait_for,
@@ -213,24 +213,12 @@ class World:
     ) -> httpx.Response:
         """POST a signed alert to `source_tenant`'s source path (default: the tenant's own)."""
         ns = self.namespaces[source_tenant or tenant]
-        body = json.dumps(alert).encode()
-        timestamp = str(int(time.time()))
-        return httpx.post(
-            f"{self.stack.router_url}/v1/namespaces/{ns}/sources/siem/alerts",
-            content=body,
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {token}",
-                "X-Kubesoar-Timestamp": timestamp,
-                "X-Kubesoar-Signature": sign(HMAC_KEY.encode(), timestamp, body),
-            },
-            timeout=30,
-        )
+        return self.stack.send_alert(ns, "siem", alert, token=token, hmac_key=HMAC_KEY)
 
     def close(self) -> None:
-        self.stack.stop()
         for ns in self.namespaces.values():
-            self.cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            delete_namespace(self.cluster.kubectl, ns)
+        self.stack.stop()
         self.sink.close()
         self.git.close()
 

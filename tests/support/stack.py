@@ -183,6 +183,26 @@ class KubesoarStack:
         self.stop([name])
         {"operator": self.start_operator, "router": self.start_router}[name]()
 
+    def send_alert(
+        self, namespace: str, source: str, alert: Any, *, token: str, hmac_key: str
+    ) -> httpx.Response:
+        """POST `alert` to the router as a sender would: bearer token and HMAC signature."""
+        from kubesoar.operator.router.auth import sign
+
+        body = json.dumps(alert).encode()
+        timestamp = str(int(time.time()))
+        return httpx.post(
+            f"{self.router_url}/v1/namespaces/{namespace}/sources/{source}/alerts",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token}",
+                "X-Kubesoar-Timestamp": timestamp,
+                "X-Kubesoar-Signature": sign(hmac_key.encode(), timestamp, body),
+            },
+            timeout=30,
+        )
+
     def logs(self) -> str:
         return "\n".join(
             f"===== {name} =====\n{proc.log_text()}" for name, proc in self._processes.items()
@@ -213,6 +233,29 @@ def find_run(
                     run: dict[str, Any] = reply.json()
                     return run
     return None
+
+
+def delete_namespace(
+    kubectl: Callable[..., subprocess.CompletedProcess[str]], namespace: str, timeout: float = 60
+) -> None:
+    """Delete `namespace` and wait until its kubesoar objects are gone.
+
+    Call it while the operator still runs: it removes its finalizer from the
+    Playbooks and AlertSources it deletes. Stopping the operator first would
+    leave the namespace Terminating.
+    """
+    kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
+
+    def gone() -> bool:
+        left = kubectl(
+            "-n", namespace, "get", "playbooks,alertsources", "-o", "name", check=False
+        )  # fmt: skip
+        return left.returncode == 0 and not left.stdout.strip()
+
+    try:
+        wait_for(f"the kubesoar objects of {namespace} to be deleted", gone, timeout=timeout)
+    except TimeoutError as exc:
+        print(f"warning: {exc}")
 
 
 def apply_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
