@@ -200,7 +200,8 @@ class Engine:
         run.started = _now()
         clock = time.perf_counter()
         log_token = bind_log_ids(run.id, run.correlation_id)
-        log.info("run %s started: %s", run.id, ", ".join(e.name for e in run.entry_points))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("run %s started: %s", run.id, ", ".join(e.name for e in run.entry_points))
         try:
             for entry in run.entry_points:
                 run.results.append(await self._run_entry(run, entry))
@@ -219,7 +220,15 @@ class Engine:
             elif failed and run.error is None:
                 run.error = f"{failed[0]['name']}: {failed[0].get('error')}"
             self._count(run)
-            log.info("run %s %s in %.3fs", run.id, run.status, run.duration_seconds)
+            # A succeeded run is counted and kept in the history; a line each at the
+            # ingest rate would cost more than the run (DEBUG shows them).
+            log.log(
+                logging.DEBUG if run.status == "succeeded" else logging.INFO,
+                "run %s %s in %.3fs",
+                run.id,
+                run.status,
+                run.duration_seconds,
+            )
             unbind_log_ids(log_token)
         return run
 

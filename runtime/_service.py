@@ -53,6 +53,7 @@ class RuntimeService:
         self.draining = False
         self._queue: asyncio.Queue[Run] = asyncio.Queue(maxsize=settings.queue_size)
         self._workers: list[asyncio.Task[None]] = []
+        self._runs_by_status: dict[str, Any] = {}
 
     @property
     def ready(self) -> bool:
@@ -97,12 +98,15 @@ class RuntimeService:
             self._queue.put_nowait(run)
             self.metrics.queue_depth.set(self._queue.qsize())
             body = {"runId": run.id, "accepted": [entry.name for entry in entry_points]}
-            log.info(
-                "accepted run %s for %s (correlation %s)",
-                run.id,
-                ",".join(body["accepted"]),
-                run.correlation_id,
-            )
+            # One line per run is too many at the ingest rate: DEBUG (lazy, so
+            # nothing is formatted below the level); failures are logged by the engine.
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "accepted run %s for %s (correlation %s)",
+                    run.id,
+                    ",".join(body["accepted"]),
+                    run.correlation_id,
+                )
         self.idempotency.put(idempotency_key, 202, body)
         return 202, body
 
@@ -122,13 +126,21 @@ class RuntimeService:
                 self._queue.task_done()
 
     def _observe(self, run: Run) -> None:
-        self.metrics.runs.labels(status=run.status).inc()
+        # Labelled children are looked up once per label value, not once per run.
+        runs = self._runs_by_status.get(run.status)
+        if runs is None:
+            runs = self._runs_by_status[run.status] = self.metrics.runs.labels(status=run.status)
+        runs.inc()
         if run.duration_seconds is not None:
             self.metrics.run_duration.observe(run.duration_seconds)
         for attempt in run.attempts:
             self.metrics.action_attempts.labels(
                 action=attempt["action"], status=attempt["status"]
             ).inc()
+        if self.draining and run.status == "succeeded":
+            # Succeeded runs are DEBUG lines (the engine's); while draining each one is
+            # worth an INFO line, so the shutdown shows what it finished.
+            log.info("run %s succeeded while draining (%d queued)", run.id, self._queue.qsize())
 
     def report(self) -> dict[str, Any]:
         """The `GET /v1/report` body (shape fixed by DESIGN.md)."""

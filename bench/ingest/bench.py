@@ -70,7 +70,8 @@ def serve_forwarder(host: str, port: int, target: str) -> None:
 def serve_router(host: str, port: int, runtime_host: str, runtime_port: int) -> None:
     import base64
 
-    from kubesoar.operator.router.app import create_ingest_app
+    from kubesoar.operator.router import logs
+    from kubesoar.operator.router.app import create_ingest_app, tune_gc
     from kubesoar.operator.router.ingest import Router
     from kubesoar.operator.router.snapshot import Snapshot, build_namespace
 
@@ -116,6 +117,13 @@ def serve_router(host: str, port: int, runtime_host: str, runtime_port: int) -> 
     snapshot.synced = True
     app = create_ingest_app(Router(snapshot=snapshot))
     _ = base64
+    # As `kubesoar router` runs: JSON logs at INFO, no access log, GC tuned after start-up.
+    logs.configure("INFO")
+
+    async def started(app: web.Application) -> None:
+        tune_gc()
+
+    app.on_startup.append(started)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
@@ -206,6 +214,16 @@ def run_load(url: str, mode: str, value: int, seconds: float) -> dict[str, float
 
 
 # --- orchestration -------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 def wait_port(host: str, port: int, path: str = "/", timeout: float = 30) -> None:
     import socket
 
@@ -226,23 +244,32 @@ def free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def run_all(seconds: float) -> None:
-    procs: list[subprocess.Popen[bytes]] = []
+def runtime_env(workspace: Path, host: str, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "KUBESOAR_POD_IP": host,
+        "KUBESOAR_PORT": str(port),
+        "KUBESOAR_WORKSPACE": str(workspace),
+        "KUBESOAR_MODULE": "noopbook",
+        "KUBESOAR_QUEUE_SIZE": "100000",
+        "KUBESOAR_CONCURRENCY": "256",
+        "KUBESOAR_RUN_HISTORY": "1000",
+    }
+
+
+def bench_workspace() -> Path:
     workspace = Path(tempfile.mkdtemp(prefix="kubesoar-bench-"))
     (workspace / "src").mkdir()
     (workspace / "src" / "noopbook.py").write_text(NOOP_PLAYBOOK)
+    return workspace
+
+
+def run_all(seconds: float) -> None:
+    procs: list[subprocess.Popen[bytes]] = []
+    workspace = bench_workspace()
     try:
         rt_host, rt_port = "127.0.0.2", free_port("127.0.0.2")
-        env = {
-            **os.environ,
-            "KUBESOAR_POD_IP": rt_host,
-            "KUBESOAR_PORT": str(rt_port),
-            "KUBESOAR_WORKSPACE": str(workspace),
-            "KUBESOAR_MODULE": "noopbook",
-            "KUBESOAR_QUEUE_SIZE": "100000",
-            "KUBESOAR_CONCURRENCY": "256",
-            "KUBESOAR_RUN_HISTORY": "1000",
-        }
+        env = runtime_env(workspace, rt_host, rt_port)
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", "kubesoar", "runtime"],
@@ -281,8 +308,15 @@ def run_all(seconds: float) -> None:
         time.sleep(1)
         router_url = f"http://127.0.0.1:{r_port}/v1/namespaces/bench/sources/siem/alerts"
         floor_url = f"http://127.0.0.1:{f_port}/v1/namespaces/bench/sources/siem/alerts"
+        # CPU per alert of the two server processes of each path (hop 1 + hop 2):
+        # a figure that depends less on what else runs on the machine than alerts/s.
+        servers = {
+            floor_url: (procs[3].pid, procs[2].pid),
+            router_url: (procs[1].pid, procs[0].pid),
+        }
         print(
             f"{'load':<18} {'path':<28} {'alerts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+            f" {'cpu µs/alert hop1+hop2':>24} {'load avg':>8}"
         )
         for mode, value, label in (
             ("closed", 16, "closed 16 conns"),
@@ -293,10 +327,15 @@ def run_all(seconds: float) -> None:
                 ("floor (2 bare hops)", floor_url),
                 ("router->runtime->playbook", router_url),
             ):
+                loadavg = load_average()
+                before = [cpu_seconds(pid) for pid in servers[url]]
                 result = run_load(url, mode, value, seconds)
+                used = [cpu_seconds(pid) - b for pid, b in zip(servers[url], before, strict=True)]
+                per = [f"{u / max(1, result['ok'] + result['errors']) * 1e6:.0f}" for u in used]
                 print(
                     f"{label:<18} {name:<28} {result['rps']:>9.0f} {result['p50_ms']:>8.2f} "
-                    f"{result['p99_ms']:>8.2f} {result['errors']:>7}",
+                    f"{result['p99_ms']:>8.2f} {result['errors']:>7} {' + '.join(per):>24}"
+                    f" {loadavg:>8}",
                     flush=True,
                 )
     finally:
@@ -307,6 +346,55 @@ def run_all(seconds: float) -> None:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def run_profile(seconds: float, out_dir: Path) -> None:
+    """cProfile the router and the runtime (each its own process) under closed-loop
+    load at 16 connections, then print where each spends its time. Bench only: the
+    profiler slows both processes, so the alerts/s printed here are not figures."""
+    import pstats
+    import signal
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workspace = bench_workspace()
+    rt_host, rt_port = "127.0.0.2", free_port("127.0.0.2")
+    r_port = free_port("127.0.0.1")
+
+    def profiler(path: Path) -> list[str]:
+        return [sys.executable, "-m", "cProfile", "-o", str(path)]
+
+    profiles = {"runtime": out_dir / "runtime.prof", "router": out_dir / "router.prof"}
+    procs = [
+        subprocess.Popen(
+            [*profiler(profiles["runtime"]), "-m", "kubesoar", "runtime", "--log-level", "WARNING"],
+            env=runtime_env(workspace, rt_host, rt_port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [*profiler(profiles["router"]), __file__, "router", str(r_port), rt_host, str(rt_port)],
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    try:
+        wait_port(rt_host, rt_port)
+        wait_port("127.0.0.1", r_port)
+        time.sleep(1)
+        url = f"http://127.0.0.1:{r_port}/v1/namespaces/bench/sources/siem/alerts"
+        print("under the profiler:", run_load(url, "closed", 16, seconds))
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    for name, path in profiles.items():
+        print(f"\n===== {name} ({path}) =====")
+        stats = pstats.Stats(str(path))
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(40)
 
 
 def run_match(count: int = 1000, alerts: int = 20000) -> None:
@@ -360,7 +448,9 @@ def run_match(count: int = 1000, alerts: int = 20000) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["all", "match", "router", "echo", "forwarder", "load"])
+    parser.add_argument(
+        "what", choices=["all", "match", "profile", "router", "echo", "forwarder", "load"]
+    )
     parser.add_argument("args", nargs="*")
     parser.add_argument("--seconds", type=float, default=10.0)
     ns = parser.parse_args()
@@ -368,6 +458,8 @@ def main() -> None:
         run_all(ns.seconds)
     elif ns.what == "match":
         run_match()
+    elif ns.what == "profile":
+        run_profile(ns.seconds, Path(ns.args[0]) if ns.args else Path(tempfile.mkdtemp()))
     elif ns.what == "router":
         serve_router("127.0.0.1", int(ns.args[0]), ns.args[1], int(ns.args[2]))
     elif ns.what == "echo":

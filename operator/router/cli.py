@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 from kubesoar.operator.router import logs, statuswriter
-from kubesoar.operator.router.app import create_ingest_app, create_metrics_app
+from kubesoar.operator.router.app import create_ingest_app, create_metrics_app, tune_gc
 from kubesoar.operator.router.ingest import DEFAULT_MAX_BODY_BYTES, Router
 from kubesoar.operator.router.kubeapi import KubeApi
 from kubesoar.operator.router.snapshot import Snapshot
@@ -56,9 +56,15 @@ async def serve(args: argparse.Namespace) -> None:
     namespaces = [n for n in args.namespace if n != "all"] or None
     api = KubeApi.from_config(args.kubeconfig)
     router = Router(snapshot=Snapshot(), max_body_bytes=args.max_body_bytes)
-    runners = [web.AppRunner(create_ingest_app(router, serve_metrics=args.metrics_port == 0))]
+    # No access log: a line per request (JSON-formatted) would cost more than routing the
+    # alert; the metrics count requests and refusals are logged with their reason.
+    runners = [
+        web.AppRunner(
+            create_ingest_app(router, serve_metrics=args.metrics_port == 0), access_log=None
+        )
+    ]
     if args.metrics_port:
-        runners.append(web.AppRunner(create_metrics_app(router)))
+        runners.append(web.AppRunner(create_metrics_app(router), access_log=None))
     for runner in runners:
         await runner.setup()
     await web.TCPSite(runners[0], host, port).start()
@@ -67,6 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
     logger.info(
         "router listening", extra={"listen": args.listen, "namespaces": namespaces or "all"}
     )
+    tune_gc()
     watcher = Watcher(api, router.snapshot, namespaces)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,9 +13,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -123,7 +123,7 @@ async def handle_alert(request: web.Request) -> web.Response:
     namespace = request.match_info["namespace"]
     source_name = request.match_info["source"]
     presented = request.headers.get(CORRELATION_HEADER, "")
-    correlation_id = presented if _CORRELATION_ID.match(presented) else uuid.uuid4().hex
+    correlation_id = presented if _CORRELATION_ID.match(presented) else os.urandom(16).hex()
     state = router.snapshot.get(namespace)
     source = state.sources.get(source_name) if state else None
     if not router.snapshot.synced:
@@ -137,7 +137,7 @@ async def handle_alert(request: web.Request) -> web.Response:
             IngestError(404, "unknown_source", f"no AlertSource {source_name!r} in {namespace!r}"),
             correlation_id,
         )
-    router.metrics.received.labels(namespace, source_name).inc()
+    router.metrics.source(namespace, source_name).received.inc()
     counts = router.counters.of(namespace, source_name)
     counts.received += 1
     replay_key: bytes | None = None
@@ -236,7 +236,7 @@ async def _process(
     if spec.dedup.window_seconds > 0:
         key = dedup_key(f"{namespace}/{name}", match_view, spec.dedup.paths)
     if key is not None and router.dedup.seen(key, now):
-        router.metrics.duplicates.labels(namespace, name).inc()
+        router.metrics.source(namespace, name).duplicates.inc()
         router.counters.of(namespace, name).duplicates += 1
         return _accepted(alert_id, correlation_id, [], duplicate=True)
     matches = state.index.match(match_view)
@@ -255,16 +255,17 @@ async def _process(
     counts = router.counters.of(namespace, name)
     counts.accepted += 1
     counts.last_alert_time = now
-    logger.debug(
-        "alert accepted",
-        extra={
-            "correlationId": correlation_id,
-            "namespace": namespace,
-            "source": name,
-            "alertId": alert_id,
-            "playbooks": [r.playbook for r in results],
-        },
-    )
+    if logger.isEnabledFor(logging.DEBUG):  # the `extra` dict is not built below DEBUG
+        logger.debug(
+            "alert accepted",
+            extra={
+                "correlationId": correlation_id,
+                "namespace": namespace,
+                "source": name,
+                "alertId": alert_id,
+                "playbooks": [r.playbook for r in results],
+            },
+        )
     return _accepted(alert_id, correlation_id, results, duplicate=False)
 
 
@@ -282,6 +283,8 @@ async def _deliver_all(
     if deliverer is None:  # pragma: no cover - the app always sets one
         raise IngestError(503, "not_ready", "delivery is not configured", retry_after=1)
     namespace = state.namespace
+    metrics = router.metrics.source(namespace, source_label)
+    # The Alert is serialised once, whatever the number of matched Playbooks.
     alert_json = alert.model_dump_json().encode()
 
     async def one(match: Any) -> delivery.DeliveryResult:
@@ -299,15 +302,11 @@ async def _deliver_all(
             body=body,
             correlation_id=correlation_id,
         )
-        router.metrics.delivery_seconds.labels(namespace, source_label).observe(
-            time.perf_counter() - started
-        )
-        router.metrics.delivered.labels(
-            namespace, source_label, "ok" if result.ok else "failed"
-        ).inc()
+        metrics.delivery_seconds.observe(time.perf_counter() - started)
+        (metrics.delivered_ok if result.ok else metrics.delivered_failed).inc()
         return result
 
-    router.metrics.matched.labels(namespace, source_label).inc(len(matches))
+    metrics.matched.inc(len(matches))
     if len(matches) == 1:
         return [await one(matches[0])]
     return list(await asyncio.gather(*(one(match) for match in matches)))

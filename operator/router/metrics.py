@@ -6,13 +6,30 @@ so requests to made-up paths cannot grow the series without bound.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 UNKNOWN = "-"
 
 
+@dataclass(frozen=True)
+class SourceMetrics:
+    """The labelled children of one (namespace, source), looked up once: a
+    `labels()` call costs a lock and a tuple per request on the ingest path."""
+
+    received: Any
+    duplicates: Any
+    matched: Any
+    delivered_ok: Any
+    delivered_failed: Any
+    delivery_seconds: Any
+
+
 class RouterMetrics:
     def __init__(self) -> None:
+        self._sources: dict[tuple[str, str], SourceMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("namespace", "source")
         self.received = Counter(
@@ -49,6 +66,22 @@ class RouterMetrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+
+    def source(self, namespace: str, source: str) -> SourceMetrics:
+        """Children for a source that exists (callers only pass known sources, so the
+        cache is bounded by the AlertSources the router has served)."""
+        key = (namespace, source)
+        children = self._sources.get(key)
+        if children is None:
+            children = self._sources[key] = SourceMetrics(
+                received=self.received.labels(namespace, source),
+                duplicates=self.duplicates.labels(namespace, source),
+                matched=self.matched.labels(namespace, source),
+                delivered_ok=self.delivered.labels(namespace, source, "ok"),
+                delivered_failed=self.delivered.labels(namespace, source, "failed"),
+                delivery_seconds=self.delivery_seconds.labels(namespace, source),
+            )
+        return children
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -351,3 +352,39 @@ async def test_sigterm_drains_a_real_subprocess(tmp_path: Path) -> None:
             process.wait()
         if process.stderr:
             process.stderr.close()
+
+
+LOGGED_MODULE = """\
+from kubesoar import playbook
+
+@playbook("webhook", conditions={"severity": "high"})
+async def fine(alert):
+    return "ok"
+
+@playbook("webhook", conditions={"severity": "critical"})
+async def broken(alert):
+    raise RuntimeError("integration down")
+"""
+
+
+async def test_per_run_log_lines_are_debug_unless_a_run_fails(
+    start_runtime: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the ingest rate a log line per run costs more than the run: a succeeded run
+    writes nothing at INFO (it is counted, and kept in the history); a failed one does."""
+    _, client = await start_runtime("logged", LOGGED_MODULE)
+    caplog.set_level(logging.INFO, logger="kubesoar")
+    ok = await client.post("/v1/runs", json=_run_body("ok-1"))
+    await _wait_status(client, ok.json()["runId"], {"succeeded"})
+    assert [r for r in caplog.records if ok.json()["runId"] in r.getMessage()] == []
+    failed = await client.post("/v1/runs", json=_run_body("bad-1", severity="critical"))
+    run = await _wait_status(client, failed.json()["runId"], {"failed"})
+    assert run["error"].startswith("broken:")
+    lines = [r for r in caplog.records if failed.json()["runId"] in r.getMessage()]
+    assert [(r.levelno, r.name) for r in lines] == [(logging.INFO, "kubesoar.engine")]
+    # At DEBUG every run is visible again: accepted, started, finished.
+    caplog.set_level(logging.DEBUG, logger="kubesoar")
+    again = await client.post("/v1/runs", json=_run_body("ok-2"))
+    await _wait_status(client, again.json()["runId"], {"succeeded"})
+    messages = [r.getMessage() for r in caplog.records if again.json()["runId"] in r.getMessage()]
+    assert len(messages) == 3 and "succeeded" in messages[-1]
