@@ -7,6 +7,8 @@ service account token: a playbook has no business calling the Kubernetes API.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +20,10 @@ WORKSPACE_DIR = "/workspace"
 SECRETS_DIR = "/var/run/kubesoar/secrets"
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted in the pod, not the operator's /tmp
 RUNTIME_UID = 65532
-MAX_DRAIN_SECONDS = 120
+# A drain longer than an hour holds node drains and upgrades hostage; past it, runs
+# still queued are abandoned (and counted, see docs/playbooks.md).
+MAX_DRAIN_SECONDS = 3600
+DRAIN_MARGIN_SECONDS = 10
 ANNOTATION_COMMIT = "kubesoar.dev/commit"
 ANNOTATION_DIGEST = "kubesoar.dev/digest"
 ANNOTATION_REVISION = "kubesoar.dev/revision"
@@ -78,7 +83,16 @@ def service_account(ctx: RenderContext) -> dict[str, Any]:
 
 
 def drain_seconds(spec: PlaybookSpec) -> int:
-    return int(min(spec.runtime.timeout_seconds, MAX_DRAIN_SECONDS))
+    """How long SIGTERM waits for accepted runs: long enough for every accepted one.
+
+    A pod holds at most `queueSize` waiting runs plus `concurrency` running ones,
+    run `concurrency` at a time, each within `timeoutSeconds`; so the last one
+    accepted ends within ceil((Q + C) / C) timeouts. The pod exits as soon as it
+    is idle, so a long window costs nothing unless the pod is busy.
+    """
+    runtime = spec.runtime
+    waves = math.ceil((runtime.queue_size + runtime.concurrency) / runtime.concurrency)
+    return int(min(waves * runtime.timeout_seconds, MAX_DRAIN_SECONDS))
 
 
 def _container_security() -> dict[str, Any]:
@@ -168,7 +182,7 @@ def deployment(ctx: RenderContext) -> dict[str, Any]:
         "serviceAccountName": runtime_name(ctx.name),
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": drain_seconds(spec) + 10,
+        "terminationGracePeriodSeconds": drain_seconds(spec) + DRAIN_MARGIN_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNTIME_UID,

@@ -152,3 +152,19 @@ def test_children_are_owned_by_the_playbook() -> None:
     assert children.fingerprint(objs) == children.fingerprint(
         children.owned_children(_ctx(), owner)
     )
+
+
+def _drain_and_grace(**runtime: Any) -> tuple[int, int]:
+    deployment = render.deployment(_ctx(runtime=runtime))
+    pod = deployment["spec"]["template"]["spec"]
+    drain = int(_env(pod["containers"][0])["KUBESOAR_DRAIN_SECONDS"])
+    return drain, pod["terminationGracePeriodSeconds"]
+
+
+def test_the_drain_covers_every_accepted_run_and_the_grace_period_covers_the_drain() -> None:
+    # 4 running + 8 queued, 4 at a time: the last accepted run ends within 3 timeouts.
+    assert _drain_and_grace(concurrency=4, queueSize=8, timeoutSeconds=30) == (90, 100)
+    # No queue: one timeout.
+    assert _drain_and_grace(concurrency=8, queueSize=0, timeoutSeconds=60) == (60, 70)
+    # The defaults (13 waves of 300 s) hit the one-hour cap.
+    assert _drain_and_grace() == (render.MAX_DRAIN_SECONDS, render.MAX_DRAIN_SECONDS + 10)
