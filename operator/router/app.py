@@ -49,7 +49,7 @@ def create_ingest_app(router: Router, *, serve_metrics: bool = False) -> web.App
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
         session = delivery.make_session()
-        router.deliverer = delivery.Deliverer(session)
+        router.deliverer = delivery.Deliverer(session, policy=router.delivery_policy)
         yield
         await session.close()
 

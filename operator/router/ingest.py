@@ -46,6 +46,7 @@ class Router:
 
     snapshot: Snapshot
     deliverer: delivery.Deliverer | None = None
+    delivery_policy: delivery.DeliveryPolicy = field(default_factory=delivery.DeliveryPolicy)
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     counters: CounterBook = field(default_factory=CounterBook)
     dedup: DedupCache = field(default_factory=DedupCache)
@@ -289,11 +290,9 @@ async def _deliver_all(
 
     async def one(match: Any) -> delivery.DeliveryResult:
         started = time.perf_counter()
+        key = delivery.idempotency_key(alert.id, namespace, match.playbook)
         body = delivery.run_request_body(
-            key=delivery.idempotency_key(alert.id, namespace, match.playbook),
-            correlation_id=correlation_id,
-            entries=match.entries,
-            alert_json=alert_json,
+            key=key, correlation_id=correlation_id, entries=match.entries, alert_json=alert_json
         )
         result = await deliverer.deliver(
             namespace=namespace,
@@ -301,6 +300,7 @@ async def _deliver_all(
             endpoints=state.endpoints.get(match.playbook, ()),
             body=body,
             correlation_id=correlation_id,
+            key=key,
         )
         metrics.delivery_seconds.observe(time.perf_counter() - started)
         (metrics.delivered_ok if result.ok else metrics.delivered_failed).inc()

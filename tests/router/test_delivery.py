@@ -4,10 +4,15 @@ on retry, and tenant isolation between two namespaces with the same names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 
 import httpx
-from kubesoar.operator.router.snapshot import build_namespace
+import pytest
+from kubesoar.operator.router.delivery import DeliveryPolicy
+from kubesoar.operator.router.snapshot import NamespaceState, build_namespace
 from router_objects import TINY_ENTRY_POINTS, alertsource, endpointslice, new_router, playbook
 
 HIGH = {"title": "Brute force", "severity": "high", "source_id": "e-1"}
@@ -130,3 +135,160 @@ async def test_tenant_isolation(runtime_factory, router_server):
         assert runtime_b.run(run_id) is None
     assert runtime_a.run(b_run["runId"]) is None
     assert (runtime_a.runs_total(), runtime_b.runs_total()) == (3, 1)
+
+
+# --- delivery safety: refused vs ambiguous failures ----------------------------------
+
+
+class StandIn:
+    """A fake runtime endpoint on loopback that reads each `POST /v1/runs` whole, then:
+    `drop` resets the connection (the request was sent; did the runtime take it?),
+    `drop-then-gone` does that and stops listening (the pod died after reading),
+    `answer-NNN` answers status NNN with a JSON error."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.bodies: list[dict] = []
+        self.server: asyncio.Server | None = None
+        self.host, self.port = "127.0.0.5", 0
+
+    async def start(self) -> StandIn:
+        self.server = await asyncio.start_server(self._serve, self.host, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                self.bodies.append(json.loads(await reader.readexactly(length)))
+                if self.behaviour.startswith("drop"):
+                    if self.behaviour == "drop-then-gone" and self.server is not None:
+                        self.server.close()
+                    writer.transport.abort()
+                    return
+                status = int(self.behaviour.removeprefix("answer-"))
+                payload = b'{"error":"x","message":"stand-in"}'
+                writer.write(
+                    b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (status, len(payload), payload)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+FAST = DeliveryPolicy(attempt_timeout=1.0, same_endpoint_retries=1, retry_pause=0.01)
+
+
+def with_stand_in(stand_in: StandIn, runtime) -> NamespaceState:
+    return build_namespace(
+        "tenant-a",
+        alertsources=[alertsource("siem", dedup={"windowSeconds": 0})],
+        secrets={"ingest": {"token": b"tok-a"}},
+        playbooks=[playbook("triage", TINY_ENTRY_POINTS)],
+        endpointslices=[
+            endpointslice("triage", stand_in.host, stand_in.port),
+            endpointslice("triage", runtime.host, runtime.port),
+        ],
+    )
+
+
+@pytest.mark.parametrize("answer", ["answer-503", "answer-429", "answer-400", "drop-then-gone"])
+async def test_refused_fails_over_at_once(runtime_factory, router_server, answer):
+    """429, 503, other 4xx and a connection that cannot be made were not accepted: the
+    next endpoint takes the alert at once. So does an ambiguous failure whose endpoint is
+    then gone (the retry to it cannot connect)."""
+    runtime = runtime_factory()
+    stand_in = await StandIn(answer).start()
+    try:
+        router = new_router(delivery_policy=FAST)
+        router.snapshot.put(with_stand_in(stand_in, runtime))
+        assert router.snapshot.get("tenant-a").endpoints["triage"][0].port == stand_in.port
+        base_url = await router_server(router)
+        response = await send(base_url, "tenant-a", "tok-a", HIGH)
+        assert response.status_code == 202, response.text
+        run = runtime.run(response.json()["deliveries"][0]["runId"])
+        assert run is not None and run["status"] == "succeeded"
+        assert len(stand_in.bodies) == 1
+        assert run["idempotencyKey"] == stand_in.bodies[0]["idempotencyKey"]
+        assert runtime.runs_total() == 1
+    finally:
+        await stand_in.stop()
+
+
+@pytest.mark.parametrize("answer", ["drop", "answer-500"])
+async def test_ambiguous_is_retried_on_the_same_endpoint_never_elsewhere(
+    runtime_factory, router_server, answer
+):
+    """The stand-in may have accepted the run (it read the request, then reset the
+    connection or answered 500): the router retries it there with the same key, does
+    not send it to the other runtime, answers 503, and sends the sender's retry of the
+    alert to the same endpoint first."""
+    runtime = runtime_factory()
+    stand_in = await StandIn(answer).start()
+    try:
+        router = new_router(delivery_policy=FAST)
+        router.snapshot.put(with_stand_in(stand_in, runtime))
+        base_url = await router_server(router)
+        response = await send(base_url, "tenant-a", "tok-a", HIGH)
+        assert response.status_code == 503
+        assert response.json()["error"] == "delivery_failed"
+        assert "may have accepted it" in response.json()["message"]
+        assert int(response.headers["Retry-After"]) > 0
+        assert len(stand_in.bodies) == 2
+        assert stand_in.bodies[0] == stand_in.bodies[1]
+        # The sender retries: round-robin would start at the runtime now, but the key is
+        # pinned to the endpoint that may hold it.
+        again = await send(base_url, "tenant-a", "tok-a", HIGH)
+        assert again.status_code == 503
+        assert len(stand_in.bodies) == 4
+        assert {b["idempotencyKey"] for b in stand_in.bodies} == {
+            stand_in.bodies[0]["idempotencyKey"]
+        }
+        assert runtime.runs_total() == 0
+        # Other alerts still go round-robin to both.
+        other = await send(base_url, "tenant-a", "tok-a", {**HIGH, "source_id": "other"})
+        assert other.status_code in {202, 503}
+    finally:
+        await stand_in.stop()
+
+
+async def test_a_stopped_runtime_is_not_bypassed_and_the_retry_replays(
+    runtime_factory, router_server
+):
+    """`kill -STOP` on the runtime the alert goes to: the request is sent (the kernel
+    accepts the connection) and no answer comes. Failing over would run the alert twice
+    once the process resumes; the router answers 503 instead, and the sender's retry,
+    after the process resumes, gets that runtime's one run."""
+    runtimes = [runtime_factory(), runtime_factory()]
+    router = new_router(delivery_policy=DeliveryPolicy(attempt_timeout=0.5, retry_pause=0.01))
+    router.snapshot.put(tenant("tenant-a", "tok-a", runtimes))
+    base_url = await router_server(router)
+    first = router.snapshot.get("tenant-a").endpoints["triage"][0]
+    stopped = next(r for r in runtimes if r.endpoint == first)
+    other = next(r for r in runtimes if r is not stopped)
+    os.kill(stopped.process.pid, signal.SIGSTOP)
+    try:
+        response = await send(base_url, "tenant-a", "tok-a", HIGH)
+    finally:
+        os.kill(stopped.process.pid, signal.SIGCONT)
+    assert response.status_code == 503, response.text
+    assert "may have accepted it" in response.json()["message"]
+    assert other.runs_total() == 0
+    retry = await send(base_url, "tenant-a", "tok-a", HIGH)
+    assert retry.status_code == 202, retry.text
+    run_id = retry.json()["deliveries"][0]["runId"]
+    assert stopped.run(run_id)["status"] == "succeeded"
+    assert other.run(run_id) is None
+    assert (stopped.runs_total(), other.runs_total()) == (1, 0)
