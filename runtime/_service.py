@@ -79,7 +79,8 @@ class RuntimeService:
         """
         replay = self.idempotency.get(idempotency_key)
         if replay is not None:
-            return replay
+            status, (run_id, accepted) = replay
+            return status, {"runId": run_id, "accepted": list(accepted)}
         if not self.loaded.ok:
             raise NotAccepting("the playbook module is not loaded")
         if self.draining:
@@ -107,7 +108,8 @@ class RuntimeService:
                     ",".join(body["accepted"]),
                     run.correlation_id,
                 )
-        self.idempotency.put(idempotency_key, 202, body)
+        # Compact (run id, names): the cache holds tens of thousands of answers.
+        self.idempotency.put(idempotency_key, 202, (body["runId"], tuple(body["accepted"])))
         return 202, body
 
     async def _work(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from kubesoar._idempotency import DEFAULT_MAX_ENTRIES, IdempotencyCache
 from kubesoar._server import RuntimeServer
 from kubesoar._settings import RuntimeSettings
 
@@ -388,3 +389,27 @@ async def test_per_run_log_lines_are_debug_unless_a_run_fails(
     await _wait_status(client, again.json()["runId"], {"succeeded"})
     messages = [r.getMessage() for r in caplog.records if again.json()["runId"] in r.getMessage()]
     assert len(messages) == 3 and "succeeded" in messages[-1]
+
+
+def test_idempotency_cache_bounds_by_entries_and_age() -> None:
+    now = [0.0]
+    cache = IdempotencyCache(max_entries=3, ttl_seconds=60, clock=lambda: now[0])
+    for index in range(4):
+        cache.put(f"k{index}", 202, (f"run-{index}", ("triage",)))
+    assert len(cache) == 3 and cache.get("k0") is None  # the oldest went first
+    assert cache.get("k3") == (202, ("run-3", ("triage",)))
+    now[0] = 61.0
+    assert cache.get("k3") is None
+    # The default covers retries that come seconds later at the ingest rate.
+    assert DEFAULT_MAX_ENTRIES >= 50_000
+
+
+async def test_replay_answers_the_first_run_from_the_compact_record(start_runtime: Any) -> None:
+    server, client = await start_runtime("replayed", LOGGED_MODULE)
+    first = await client.post("/v1/runs", json=_run_body("same-key"))
+    again = await client.post("/v1/runs", json=_run_body("same-key"))
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() == {"runId": first.json()["runId"], "accepted": ["fine"]}
+    await _wait_status(client, first.json()["runId"], {"succeeded"})
+    assert (await client.get("/v1/report")).json()["runs"]["total"] == 1
+    assert len(server.service.idempotency) == 1
