@@ -11,7 +11,6 @@ they never reach a log line, an Event or the status.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -84,12 +83,15 @@ def evaluate(
 _core: client.CoreV1Api | None = None
 
 
-def _core_api() -> client.CoreV1Api:
+def use_api_client(api_client: client.ApiClient) -> None:
+    """Read Secrets with the operator's own credentials (set once at startup by cli.py)."""
     global _core
-    if _core is None:
-        from kubesoar.operator.kube import make_api_client
+    _core = client.CoreV1Api(api_client)
 
-        _core = client.CoreV1Api(make_api_client(os.environ.get("KUBECONFIG")))
+
+def _core_api() -> client.CoreV1Api:
+    if _core is None:
+        raise kopf.TemporaryError("the operator has not configured its API client yet", delay=5)
     return _core
 
 
@@ -126,10 +128,17 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     after = conditions.find(wanted["conditions"], READY)
     assert after is not None
     if before is None or before.get("reason") != after["reason"]:
-        if after["status"] == "True":
-            logger.info(f"{after['reason']}: {after['message']}")
-        else:
-            logger.warning(f"{after['reason']}: {after['message']}")
+        # The operator posts only its own transitions as Events (not kopf's log lines),
+        # so a changed Ready reason is both logged and posted, once per transition.
+        healthy = after["status"] == "True"
+        log = logger.info if healthy else logger.warning
+        log("%s: %s", after["reason"], after["message"])
+        kopf.event(
+            body,
+            type="Normal" if healthy else "Warning",
+            reason=after["reason"],
+            message=after["message"],
+        )
     for key, value in wanted.items():
         patch.status[key] = value
     # Conditions present before but no longer wanted (Stalled once fixed) are removed.

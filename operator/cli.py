@@ -26,7 +26,7 @@ from kubernetes.config import ConfigException
 
 # Importing alertsources registers the AlertSource handlers on kopf's default registry.
 from kubesoar.operator import (
-    alertsources,  # noqa: F401
+    alertsources,
     artifact_server,
     handlers,
     jsonlog,
@@ -93,7 +93,9 @@ async def run(args: argparse.Namespace) -> None:
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, addr=args.metrics_host)
     try:
-        kube = Kube(make_api_client(args.kubeconfig))
+        api_client = make_api_client(args.kubeconfig)
+        kube = Kube(api_client)
+        alertsources.use_api_client(api_client)
     except (ConfigException, OSError) as exc:
         # A missing or unusable kubeconfig is an operator error, not a crash worth a traceback.
         log.error("cannot load Kubernetes credentials: %s", exc)

@@ -373,3 +373,36 @@ def test_no_credential_reaches_status_events_or_logs(world: World) -> None:
     blob = "\n".join(texts)
     for secret in (GIT_PASSWORD, HMAC_KEY, *TOKENS.values()):
         assert secret not in blob
+
+
+def test_alertsource_without_its_secret_is_stalled_with_an_event(world: World) -> None:
+    ns = world.namespaces["acme"]
+    world.apply(
+        {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
+         "metadata": {"name": "edr"},
+         "spec": {"format": "defender",
+                  "auth": {"bearer": {"secretRef": {"name": "edr-ingest", "key": "token"}}}}},
+        namespace=ns,
+    )  # fmt: skip
+
+    def stalled() -> dict[str, Any] | None:
+        cond = condition(world.get("acme", "alertsource", "edr"), "Ready")
+        return cond if cond and cond["reason"] == "SecretNotFound" else None
+
+    cond = wait_for("AlertSource edr to report its missing Secret", stalled, timeout=60)
+    assert cond["status"] == "False" and "edr-ingest" in cond["message"]
+
+    def warned() -> bool:
+        events = kubectl_json(
+            world.cluster.kubectl, "-n", ns, "get", "events",
+            "--field-selector", "involvedObject.name=edr,involvedObject.kind=AlertSource",
+        )  # fmt: skip
+        return any(
+            e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in events["items"]
+        )
+
+    wait_for("a SecretNotFound Warning Event", warned, timeout=30)
+
+    # The router refuses the source until the Secret exists: a retryable answer, no 202.
+    answer = world.stack.send_alert(ns, "edr", high_alert("x"), token="t", hmac_key=HMAC_KEY)
+    assert answer.status_code == 503, answer.text
