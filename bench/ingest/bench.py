@@ -70,8 +70,9 @@ def serve_forwarder(host: str, port: int, target: str) -> None:
 def serve_router(host: str, port: int, runtime_host: str, runtime_port: int) -> None:
     import base64
 
+    from kubesoar.operator.router import app as router_app
     from kubesoar.operator.router import logs
-    from kubesoar.operator.router.app import create_ingest_app, tune_gc
+    from kubesoar.operator.router.app import create_ingest_app
     from kubesoar.operator.router.ingest import Router
     from kubesoar.operator.router.snapshot import Snapshot, build_namespace
 
@@ -121,7 +122,10 @@ def serve_router(host: str, port: int, runtime_host: str, runtime_port: int) -> 
     logs.configure("INFO")
 
     async def started(app: web.Application) -> None:
-        tune_gc()
+        # Older commits (measured with PYTHONPATH pointing at their tree) have no tune_gc.
+        tune_gc = getattr(router_app, "tune_gc", None)
+        if tune_gc is not None:
+            tune_gc()
 
     app.on_startup.append(started)
     web.run_app(app, host=host, port=port, print=None, access_log=None)

@@ -149,11 +149,12 @@ class Deliverer:
     ):
         self.policy = policy or DeliveryPolicy()
         self._session = session
-        # `connect` bounds the wait for a pooled connection too; running out of it
-        # means nothing was sent (refused), as a failed connect does.
+        # A connect that fails or times out (`sock_connect`) sent nothing: refused. The
+        # wait for a free pooled connection is bounded only by `total`, which counts as
+        # ambiguous: a busy pool does not prove the endpoint gone.
         self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self.policy.attempt_timeout,
+            total=self.policy.connect_timeout + 2 * self.policy.attempt_timeout,
+            connect=None,
             sock_connect=self.policy.connect_timeout,
             sock_read=self.policy.attempt_timeout,
         )

@@ -248,7 +248,7 @@ async def _process(
         raise IngestError(
             503,
             "delivery_failed",
-            f"not accepted by Playbook(s) {names}; retry later",
+            f"not confirmed by Playbook(s) {names}; retry later with the same body",
             retry_after=DELIVERY_RETRY_AFTER,
         )
     if key is not None:

@@ -292,3 +292,27 @@ async def test_a_stopped_runtime_is_not_bypassed_and_the_retry_replays(
     assert stopped.run(run_id)["status"] == "succeeded"
     assert other.run(run_id) is None
     assert (stopped.runs_total(), other.runs_total()) == (1, 0)
+
+
+def test_pinned_keys_are_bounded_and_expire():
+    """The endpoint an unsure key went to is remembered for the sender's retry, within
+    bounds: the oldest keys go first, and each is forgotten after `pinned_seconds`."""
+    from kubesoar.operator.router.delivery import Deliverer
+    from kubesoar.operator.router.snapshot import Endpoint
+
+    now = [0.0]
+    policy = DeliveryPolicy(pinned_keys=2, pinned_seconds=60)
+    deliverer = Deliverer(session=None, policy=policy, clock=lambda: now[0])  # type: ignore[arg-type]
+    a, b, c = Endpoint("127.0.0.1", 1), Endpoint("127.0.0.1", 2), Endpoint("127.0.0.1", 3)
+    deliverer._pin("k1", b)
+    deliverer._pin("k2", c)
+    # Round-robin would start at `a`; a pinned key starts at its endpoint.
+    assert deliverer._order("ns", "pb", (a, b, c), "k1") == [b, a, c]
+    assert deliverer._order("ns", "pb", (a, b, c), "other") == [b, c, a]  # the next turn
+    deliverer._pin("k3", a)
+    assert deliverer.pinned("k1") is None and deliverer.pinned("k3") == a
+    # A pinned endpoint that left the ready set is not tried: plain round-robin.
+    deliverer._pin("k4", b)
+    assert deliverer._order("ns", "pb", (a, c), "k4") == [a, c]
+    now[0] = 61.0
+    assert deliverer.pinned("k2") is None and deliverer.pinned("k3") is None
