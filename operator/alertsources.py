@@ -11,13 +11,14 @@ they never reach a log line, an Event or the status.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubesoar.operator import conditions
+from kubesoar.operator import conditions, refresher
 from kubesoar.operator.router import sourcespec
 from pydantic import ValidationError
 
@@ -111,6 +112,8 @@ def _secret_reader(namespace: str) -> SecretReader:
 
 def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
     meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return  # nothing to report on, and a retry would hold kopf's finalizer
     namespace, name = meta["namespace"], meta["name"]
     current = dict(body.get("status") or {})
     wanted = evaluate(
@@ -157,6 +160,28 @@ def alertsource_reconcile(
     reconcile(body, patch, logger)
 
 
-@kopf.timer(**RESOURCE, interval=RECHECK_SECONDS, initial_delay=RECHECK_SECONDS)
-def alertsource_recheck(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    reconcile(body, patch, logger)
+@kopf.on.event(**RESOURCE)
+def alertsource_seen(event: kopf.RawEvent, **_: Any) -> None:
+    refresher.REFRESHER.observe(RESOURCE["plural"], event)
+
+
+def alertsource_recheck(body: kopf.Body) -> None:
+    """Re-check the Secrets (they change without the AlertSource changing) and patch status."""
+    patch = kopf.Patch()
+    reconcile(body, patch, logging.getLogger("kubesoar.operator.alertsources"))
+    if not patch.status:
+        return
+    meta = body["metadata"]
+    try:
+        client.CustomObjectsApi(_core_api().api_client).patch_namespaced_custom_object_status(
+            RESOURCE["group"], RESOURCE["version"], meta["namespace"], RESOURCE["plural"],
+            meta["name"], {"status": dict(patch.status)},
+        )  # fmt: skip
+    except ApiException as exc:
+        if exc.status == 404:
+            raise refresher.Gone() from None
+        raise kopf.TemporaryError(f"API error {exc.status} {exc.reason}") from None
+
+
+# Not a kopf timer: timers make kopf hold a finalizer on every AlertSource (refresher.py).
+refresher.REFRESHER.register(RESOURCE["plural"], alertsource_recheck, RECHECK_SECONDS)

@@ -30,6 +30,7 @@ from kubesoar.operator import (
     artifact_server,
     handlers,
     jsonlog,
+    refresher,
     render,
 )
 from kubesoar.operator.artifacts import ArtifactStore
@@ -117,6 +118,7 @@ async def run(args: argparse.Namespace) -> None:
         registry = handlers.register(
             reconciler, timer_interval=args.status_interval, kubeconfig=args.kubeconfig
         )
+        refreshing = asyncio.create_task(refresher.REFRESHER.run(stop))
         try:
             await kopf.operator(
                 registry=registry,
@@ -127,6 +129,8 @@ async def run(args: argparse.Namespace) -> None:
                 stop_flag=stop,
             )
         finally:
+            stop.set()
+            await refreshing
             await runner.cleanup()
 
 

@@ -2,8 +2,9 @@
 
 All logic lives in `reconcile.py`. Every trigger — create, update (spec,
 labels or the `kubesoar.dev/requestedAt` annotation), resume after an operator
-restart, and a periodic timer that re-resolves refs once `interval` passed and
-refreshes status from the runtime — runs the same reconcile.
+restart, and a periodic refresh that re-resolves refs once `interval` passed and
+refreshes status from the runtime (refresher.py, not a kopf timer) — runs the
+same reconcile.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 from kubesoar.operator import conditions as c
-from kubesoar.operator import login
+from kubesoar.operator import login, refresher
 from kubesoar.operator.reconcile import Outcome, Reconciler
 from kubesoar.operator.spec import GROUP, PLURAL, VERSION
 
@@ -62,6 +63,16 @@ def _run(reconciler: Reconciler, body: kopf.Body) -> Outcome:
         raise kopf.TemporaryError(f"API error {exc.status} {exc.reason}", delay=10) from None
 
 
+def _being_deleted(body: kopf.Body) -> bool:
+    """Deleting: nothing to reconcile, and a retried handler would hold kopf's finalizer.
+
+    Children go with their owner (garbage collection); kopf releases its finalizer
+    once no handler of the object is pending, so a Playbook marked for deletion
+    (e.g. with its namespace, whose Secrets vanish first) must not keep retrying.
+    """
+    return body.metadata.get("deletionTimestamp") is not None
+
+
 def register(
     reconciler: Reconciler,
     *,
@@ -82,6 +93,8 @@ def register(
     @kopf.on.create(**resource, registry=registry, id="reconcile")
     @kopf.on.update(**resource, registry=registry, id="reconcile")
     def playbook_reconcile(body: kopf.Body, **_: Any) -> None:
+        if _being_deleted(body):
+            return
         outcome = _run(reconciler, body)
         _post(body, outcome)
         if outcome.invalid_spec:
@@ -89,14 +102,26 @@ def register(
         if outcome.retry_in is not None:
             raise kopf.TemporaryError(_why(outcome), delay=outcome.retry_in)
 
-    @kopf.timer(**resource, registry=registry, interval=timer_interval, initial_delay=1.0)
-    def playbook_refresh(body: kopf.Body, **_: Any) -> None:
-        # Never raises for a failed source: the timer keeps ticking, and the
+    def playbook_refresh(body: kopf.Body) -> None:
+        # Never raises for a failed source: the refresh keeps ticking, and the
         # reconcile itself backs off Git between ticks.
-        _post(body, _run(reconciler, body))
+        if _being_deleted(body):
+            return
+        try:
+            outcome = _run(reconciler, body)
+        except kopf.TemporaryError:
+            meta = body["metadata"]
+            if reconciler.kube.read_playbook(meta["namespace"], meta["name"]) is None:
+                raise refresher.Gone() from None
+            raise
+        _post(body, outcome)
+
+    # Not a kopf timer: timers make kopf hold a finalizer on every Playbook (refresher.py).
+    refresher.REFRESHER.register(PLURAL, playbook_refresh, timer_interval)
 
     @kopf.on.event(**resource, registry=registry)
-    def playbook_gone(event: kopf.RawEvent, **_: Any) -> None:
+    def playbook_seen(event: kopf.RawEvent, **_: Any) -> None:
+        refresher.REFRESHER.observe(PLURAL, event)
         if event["type"] == "DELETED":
             meta = event["object"]["metadata"]
             reconciler.forget(meta["namespace"], meta["name"])

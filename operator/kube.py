@@ -80,6 +80,18 @@ class Kube:
                 return None
             raise
 
+    def read_playbook(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return _json(
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def list_pods(self, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         response = self.core.list_namespaced_pod(

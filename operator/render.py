@@ -8,7 +8,6 @@ service account token: a playbook has no business calling the Kubernetes API.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any
 

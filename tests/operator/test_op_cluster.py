@@ -420,6 +420,30 @@ def test_delete_garbage_collects_children(
     wait_for(gone, "children garbage-collected", timeout=120)
 
 
+def test_playbooks_carry_no_finalizer_so_they_delete_with_the_operator_down(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+) -> None:  # fmt: skip
+    # Nothing has to run before a Playbook goes (children go by garbage collection), so
+    # no finalizer: a tenant namespace must delete even when the operator is not running.
+    name, _ = make_playbook()
+    obj = _wait_condition(api, tenant, name, "Ready", "True", timeout=180)
+    assert not obj["metadata"].get("finalizers")
+    operator.kill()
+    try:
+        api.delete_namespaced_custom_object(GROUP, VERSION, tenant, PLURAL, name)
+
+        def gone() -> bool:
+            try:
+                _get(api, tenant, name)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_for(gone, "the Playbook deleted with no operator running", timeout=30)
+    finally:
+        operator.start()
+
+
 def test_restart_mid_reconcile_makes_no_duplicates(
     operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
     k8s_client: Any,

@@ -138,6 +138,8 @@ class KubesoarStack:
             "--state-dir", str(self.workdir / "operator-state"),
             "--status-interval", str(self.status_interval),
         ]  # fmt: skip
+        if os.environ.get("KUBESOAR_OPERATOR_VERBOSE"):
+            argv.append("--verbose")  # kopf's debug lines, to follow a handler's life
         proc = _Process("operator", argv, self.workdir / "operator.log")
         proc.start(self._env())
         self._processes["operator"] = proc
@@ -242,7 +244,7 @@ def delete_namespace(
 
     Call it while the operator still runs: it removes its finalizer from the
     Playbooks and AlertSources it deletes. Stopping the operator first would
-    leave the namespace Terminating.
+    leave the namespace Terminating. Raises TimeoutError when they stay.
     """
     kubectl("delete", "namespace", namespace, "--wait=false", "--ignore-not-found", check=False)
 
@@ -252,10 +254,7 @@ def delete_namespace(
         )  # fmt: skip
         return left.returncode == 0 and not left.stdout.strip()
 
-    try:
-        wait_for(f"the kubesoar objects of {namespace} to be deleted", gone, timeout=timeout)
-    except TimeoutError as exc:
-        print(f"warning: {exc}")
+    wait_for(f"the kubesoar objects of {namespace} to be deleted", gone, timeout=timeout)
 
 
 def apply_crds(kubectl: Callable[..., subprocess.CompletedProcess[str]]) -> None:
