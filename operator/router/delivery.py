@@ -242,7 +242,7 @@ class Deliverer:
                 )
                 return DeliveryResult(
                     playbook,
-                    error=f"{endpoint.url} may have accepted it ({attempt.reason}); "
+                    error=f"a runtime pod may have accepted it ({attempt.reason}); "
                     "a retry of the same alert is sent there first",
                     ambiguous=True,
                 )

@@ -413,3 +413,18 @@ async def test_replay_answers_the_first_run_from_the_compact_record(start_runtim
     await _wait_status(client, first.json()["runId"], {"succeeded"})
     assert (await client.get("/v1/report")).json()["runs"]["total"] == 1
     assert len(server.service.idempotency) == 1
+
+
+async def test_a_full_queue_still_replays_accepted_keys(start_runtime: Any) -> None:
+    """The router fails over after an unsure attempt when the retry is refused (429/503):
+    that is safe only because a runtime checks the key before its queue and its draining
+    state, so a refusal proves it does not hold the key."""
+    _, client = await start_runtime("served_full", GATED_MODULE, concurrency=1, queue_size=1)
+    running = (await client.post("/v1/runs", json=_run_body("a"))).json()
+    await _wait_status(client, running["runId"], {"running"})
+    queued = await client.post("/v1/runs", json=_run_body("b"))
+    assert (await client.post("/v1/runs", json=_run_body("c"))).status_code == 429
+    for key, first in (("a", running), ("b", queued.json())):
+        replay = await client.post("/v1/runs", json=_run_body(key))
+        assert replay.status_code == 202 and replay.json() == first
+    sys.modules["served_full"].gate.set()
