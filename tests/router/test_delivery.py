@@ -316,3 +316,41 @@ def test_pinned_keys_are_bounded_and_expire():
     assert deliverer._order("ns", "pb", (a, c), "k4") == [a, c]
     now[0] = 61.0
     assert deliverer.pinned("k2") is None and deliverer.pinned("k3") is None
+
+
+async def test_an_unsure_endpoint_that_dies_is_failed_over(runtime_factory, router_server):
+    """`kill -STOP`, the attempt times out (maybe accepted), then the process is killed
+    before the retry: the retry cannot connect, so the endpoint is gone and the other
+    runtime takes the alert (what the gone pod had queued died with it)."""
+    from kubesoar.operator.router.delivery import Deliverer, Outcome
+
+    runtimes = [runtime_factory(), runtime_factory()]
+    router = new_router(delivery_policy=DeliveryPolicy(attempt_timeout=0.5, retry_pause=0.01))
+    router.snapshot.put(tenant("tenant-a", "tok-a", runtimes))
+    base_url = await router_server(router)
+    first = router.snapshot.get("tenant-a").endpoints["triage"][0]
+    stopped = next(r for r in runtimes if r.endpoint == first)
+    other = next(r for r in runtimes if r is not stopped)
+    outcomes = []
+
+    class KillAfterFirstAttempt(Deliverer):
+        async def _post(self, endpoint, body):
+            attempt = await super()._post(endpoint, body)
+            outcomes.append((endpoint, attempt.outcome))
+            if attempt.outcome is Outcome.AMBIGUOUS:
+                stopped.stop()  # SIGKILL, also for a stopped process
+            return attempt
+
+    router.deliverer = KillAfterFirstAttempt(
+        router.deliverer._session, policy=router.delivery_policy
+    )
+    os.kill(stopped.process.pid, signal.SIGSTOP)
+    response = await send(base_url, "tenant-a", "tok-a", HIGH)
+    assert response.status_code == 202, response.text
+    assert outcomes == [
+        (stopped.endpoint, Outcome.AMBIGUOUS),
+        (stopped.endpoint, Outcome.REFUSED),
+        (other.endpoint, Outcome.ACCEPTED),
+    ]
+    assert other.run(response.json()["deliveries"][0]["runId"])["status"] == "succeeded"
+    assert other.runs_total() == 1
