@@ -127,6 +127,9 @@ class DeliveryResult:
     # True when the runtime may have accepted the alert although the router could
     # not confirm it (the sender's retry is then sent to the same endpoint first).
     ambiguous: bool = False
+    # Where it was accepted, and with which key (see `Deliverer.pin`).
+    endpoint: Endpoint | None = None
+    key: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -178,7 +181,11 @@ class Deliverer:
             return None
         return entry[1]
 
-    def _pin(self, key: str, endpoint: Endpoint) -> None:
+    def pin(self, key: str, endpoint: Endpoint) -> None:
+        """Send the next delivery of `key` to `endpoint` first: for a key left unsure, and
+        for a key one pod accepted while another Playbook's delivery of the same alert
+        failed (the router answers 503, and the sender's retry must find that pod's replay,
+        not a second run on another pod of the Playbook)."""
         self._pinned[key] = (self._clock(), endpoint)
         self._pinned.move_to_end(key)
         while len(self._pinned) > self.policy.pinned_keys:
@@ -231,12 +238,12 @@ class Deliverer:
             if attempt.outcome is Outcome.ACCEPTED:
                 if key is not None and self._pinned:
                     self._pinned.pop(key, None)
-                return DeliveryResult(playbook, run_id=attempt.run_id)
+                return DeliveryResult(playbook, run_id=attempt.run_id, endpoint=endpoint, key=key)
             if attempt.outcome is Outcome.AMBIGUOUS:
                 # Sending it elsewhere could run it twice: stop, answer 503, and send the
                 # sender's retry here first.
                 if key is not None:
-                    self._pin(key, endpoint)
+                    self.pin(key, endpoint)
                 self._log_attempt(
                     namespace, playbook, endpoint, attempt, correlation_id, "giving up"
                 )

@@ -244,6 +244,12 @@ async def _process(
     results = await _deliver_all(router, state, name, alert, matches, correlation_id)
     failed = [result for result in results if not result.ok]
     if failed:
+        # The sender will send the whole alert again: the Playbooks that did accept it
+        # must get it on the same pod, whose replay answers without a second run.
+        assert router.deliverer is not None
+        for result in results:
+            if result.ok and result.key is not None and result.endpoint is not None:
+                router.deliverer.pin(result.key, result.endpoint)
         names = ", ".join(f"{r.playbook} ({r.error})" for r in failed)
         raise IngestError(
             503,

@@ -304,15 +304,15 @@ def test_pinned_keys_are_bounded_and_expire():
     policy = DeliveryPolicy(pinned_keys=2, pinned_seconds=60)
     deliverer = Deliverer(session=None, policy=policy, clock=lambda: now[0])  # type: ignore[arg-type]
     a, b, c = Endpoint("127.0.0.1", 1), Endpoint("127.0.0.1", 2), Endpoint("127.0.0.1", 3)
-    deliverer._pin("k1", b)
-    deliverer._pin("k2", c)
+    deliverer.pin("k1", b)
+    deliverer.pin("k2", c)
     # Round-robin would start at `a`; a pinned key starts at its endpoint.
     assert deliverer._order("ns", "pb", (a, b, c), "k1") == [b, a, c]
     assert deliverer._order("ns", "pb", (a, b, c), "other") == [b, c, a]  # the next turn
-    deliverer._pin("k3", a)
+    deliverer.pin("k3", a)
     assert deliverer.pinned("k1") is None and deliverer.pinned("k3") == a
     # A pinned endpoint that left the ready set is not tried: plain round-robin.
-    deliverer._pin("k4", b)
+    deliverer.pin("k4", b)
     assert deliverer._order("ns", "pb", (a, c), "k4") == [a, c]
     now[0] = 61.0
     assert deliverer.pinned("k2") is None and deliverer.pinned("k3") is None
@@ -354,3 +354,46 @@ async def test_an_unsure_endpoint_that_dies_is_failed_over(runtime_factory, rout
     ]
     assert other.run(response.json()["deliveries"][0]["runId"])["status"] == "succeeded"
     assert other.runs_total() == 1
+
+
+async def test_a_partly_failed_alert_is_retried_where_it_was_accepted(
+    runtime_factory, router_server
+):
+    """Two Playbooks match; one accepts, the other refuses everywhere, so the router
+    answers 503 and the sender sends the whole alert again. Round-robin would give the
+    accepting Playbook's delivery to its other pod, which would run it a second time:
+    the accepted key is pinned to the pod that holds it, whose replay answers instead."""
+    runtimes = [runtime_factory(), runtime_factory()]
+    refusing = await StandIn("answer-503").start()
+    try:
+        router = new_router(delivery_policy=FAST)
+        router.snapshot.put(
+            build_namespace(
+                "tenant-a",
+                alertsources=[alertsource("siem", dedup={"windowSeconds": 0})],
+                secrets={"ingest": {"token": b"tok-a"}},
+                playbooks=[
+                    playbook("triage", TINY_ENTRY_POINTS),
+                    playbook("audit", TINY_ENTRY_POINTS),
+                ],
+                endpointslices=[
+                    *(endpointslice("triage", r.host, r.port) for r in runtimes),
+                    endpointslice("audit", refusing.host, refusing.port),
+                ],
+            )
+        )
+        base_url = await router_server(router)
+        for _ in range(3):
+            response = await send(base_url, "tenant-a", "tok-a", HIGH)
+            assert response.status_code == 503
+            assert "audit" in response.json()["message"]
+            assert "triage" not in response.json()["message"]
+        assert len(refusing.bodies) == 3
+        for _ in range(100):  # runs are counted when they finish
+            totals = [r.runs_total() for r in runtimes]
+            if sum(totals) >= 1:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(totals) == [0, 1]
+    finally:
+        await refusing.stop()
