@@ -24,7 +24,9 @@ outcomes:
   on to another endpoint. If it is still unsure after the retries, delivery stops
   there: the router answers 503, and remembers (`pinned`) which endpoint the key
   was last sent to, so the sender's retry of the same alert goes to that
-  endpoint first and gets its replay rather than a second run elsewhere.
+  endpoint first and gets its replay rather than a second run elsewhere. When the
+  router answers 503 because another Playbook's delivery failed, the keys that were
+  accepted are pinned the same way (`pin`, called by the ingest handler).
 
 The guarantees this gives the sender are in docs/reference/alertsource.md
 ("Delivery").
