@@ -294,22 +294,28 @@ class PodWorker:
     ) -> int:
         rewriter = PathRewriter(volumes.mounts(container))
         env: dict[str, str] = {}
+        base: dict[str, str] = {}
 
         async def resolve() -> None:
-            nonlocal env
+            nonlocal env, base
             base = self.node.base_env(self.pod, self.pod_ip, self.pod_dir)
             env = await resolve_env(
                 self.pod, container, self.pod_ip, PodObjects(self.node.api, self.pod), base
             )
 
         await self._retry_until_ok(resolve)
-        env = {k: rewriter.rewrite(v) for k, v in env.items()}
+        # Only what the pod spec says is rewritten: the agent's own paths (HOME, TMPDIR
+        # under the state dir, this Python) are host paths already, and may well start
+        # with a mount path such as /tmp when the checkout or state dir lives there.
+        env = {k: v if base.get(k) == v else rewriter.rewrite(v) for k, v in env.items()}
         kubeconfig = self._in_cluster_kubeconfig(rewriter)
         if kubeconfig is not None:
             env.setdefault("KUBECONFIG", str(kubeconfig))
-        argv = rewriter.rewrite_all(
-            [expand(word, env) for word in images.container_argv(container)]
-        )
+        spec_words = {
+            key: rewriter.rewrite_all([expand(word, env) for word in container.get(key) or []])
+            for key in ("command", "args")
+        }
+        argv = images.container_argv({**container, **spec_words})
         cwd = (
             Path(rewriter.rewrite(container["workingDir"]))
             if container.get("workingDir")

@@ -17,6 +17,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -396,6 +397,44 @@ def test_volumes_env_and_path_rewriting(
     assert lines[4] == f"user=alice level=debug ns={namespace} exp=debug-x cm=hi"
     pod_root = local_cluster.state_dir / "pods" / pod.metadata.uid / "root"
     assert lines[5] == f"work={pod_root}/workspace"
+
+
+@pytest.mark.cluster
+def test_a_mount_over_the_agents_own_paths_rewrites_only_the_pod_spec(
+    local_cluster: ClusterHandle, k8s_client: Any, namespace: str
+) -> None:
+    # Runtime pods mount an emptyDir at /tmp; a checkout (and so this Python) or the
+    # state dir under /tmp must still run: only the pod spec's paths are rewritten.
+    top = "/" + Path(sys.executable).parts[1]
+    core = client.CoreV1Api(k8s_client)
+    run_pod(
+        core,
+        namespace,
+        "over",
+        {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "ghcr.io/kubesoar/kubesoar:0.1.0",
+                    "command": ["python", "-c",
+                                "import os, sys; print(sys.executable); print(os.environ['S'])"],
+                    "env": [{"name": "S", "value": f"{top}/x"}],
+                    "volumeMounts": [{"name": "scratch", "mountPath": top}],
+                }
+            ],
+        },
+    )  # fmt: skip
+    wait_for(
+        lambda: core.read_namespaced_pod("over", namespace).status.phase == "Succeeded" or None,
+        "the pod to succeed",
+    )
+    pod = core.read_namespaced_pod("over", namespace)
+    pod_root = local_cluster.state_dir / "pods" / pod.metadata.uid / "root"
+    python, rewritten = local_cluster.pod_log(namespace, "over", "main").splitlines()
+    assert Path(python).resolve() == Path(sys.executable).resolve()  # the agent's own Python
+    assert rewritten == f"{pod_root}{top}/x"  # the spec's path, mapped into the volume
 
 
 @pytest.mark.cluster
