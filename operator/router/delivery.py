@@ -139,6 +139,19 @@ class DeliveryResult:
 
 
 @functools.lru_cache(maxsize=4096)
+def affinity(key: str, endpoint: Endpoint) -> bytes:
+    """Rendezvous hashing: the endpoints of a key in an order every router replica agrees on.
+
+    Keys are unique per alert and Playbook, so alerts still spread evenly over the pods.
+    But a sender's retry of the same alert, through any router replica, tries the same
+    pod first, which holds the key if an earlier attempt was accepted unseen (a timeout
+    after sending) and answers with its replay instead of a second run elsewhere. Only a
+    change of the ready endpoints between the attempts moves a key.
+    """
+    seed = f"{key}\0{endpoint.address}:{endpoint.port}".encode()
+    return hashlib.blake2b(seed, digest_size=8).digest()
+
+
 def _runs_url(endpoint: Endpoint) -> URL:
     # A parsed URL per endpoint, not a string parsed again on every request.
     return URL(endpoint.url + RUNS_PATH)
@@ -196,9 +209,12 @@ class Deliverer:
     def _order(
         self, namespace: str, playbook: str, endpoints: Sequence[Endpoint], key: str | None
     ) -> list[Endpoint]:
-        start = self._start(namespace, playbook)
-        count = len(endpoints)
-        order = [endpoints[(start + i) % count] for i in range(count)]
+        if key is None:
+            start = self._start(namespace, playbook)
+            count = len(endpoints)
+            order = [endpoints[(start + i) % count] for i in range(count)]
+        else:
+            order = sorted(endpoints, key=lambda endpoint: affinity(key, endpoint))
         pinned = self.pinned(key) if key is not None and self._pinned else None
         if pinned is not None and pinned in order:
             order.remove(pinned)

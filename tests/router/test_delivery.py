@@ -1,6 +1,7 @@
 """Delivery to real runtime servers (`python -m kubesoar runtime` on 127.x addresses):
-round-robin, failover when an endpoint dies, 503 when none accepts, no double runs
-on retry, and tenant isolation between two namespaces with the same names."""
+alerts spread over pods by key affinity, failover when an endpoint dies, 503 when none
+accepts, no double runs on retry (through any router replica), and tenant isolation
+between two namespaces with the same names."""
 
 from __future__ import annotations
 
@@ -11,11 +12,28 @@ import signal
 
 import httpx
 import pytest
-from kubesoar.operator.router.delivery import DeliveryPolicy
+from kubesoar.operator.router.delivery import DeliveryPolicy, affinity, idempotency_key
+from kubesoar.operator.router.ingest import alert_id_for
 from kubesoar.operator.router.snapshot import NamespaceState, build_namespace
 from router_objects import TINY_ENTRY_POINTS, alertsource, endpointslice, new_router, playbook
 
 HIGH = {"title": "Brute force", "severity": "high", "source_id": "e-1"}
+
+
+def preferred_endpoint(alert, endpoints, namespace="tenant-a", playbook="triage"):
+    """The endpoint every router replica tries first for `alert` (as `send` encodes it)."""
+    alert_id = alert_id_for(namespace, "siem", json.dumps(alert).encode())
+    key = idempotency_key(alert_id, namespace, playbook)
+    return min(endpoints, key=lambda endpoint: affinity(key, endpoint))
+
+
+def alert_preferring(endpoint, endpoints, base=HIGH, **kwargs):
+    """A variant of `base` whose key sends it to `endpoint` first."""
+    for index in range(1000):
+        alert = {**base, "source_id": f"{base.get('source_id', 'a')}-{index}"}
+        if preferred_endpoint(alert, endpoints, **kwargs) == endpoint:
+            return alert
+    raise AssertionError("no alert prefers that endpoint")
 
 
 def tenant(namespace, token, runtimes, *, ready=True):
@@ -37,21 +55,27 @@ async def send(base_url, namespace, token, alert, **headers):
         )
 
 
-async def test_delivers_matched_entry_points_round_robin(runtime_factory, router_server):
+async def test_alerts_spread_over_pods_each_to_the_pod_its_key_prefers(
+    runtime_factory, router_server
+):
     runtimes = [runtime_factory(), runtime_factory()]
     router = new_router()
     router.snapshot.put(tenant("tenant-a", "tok-a", runtimes))
     base_url = await router_server(router)
-    owners = []
-    for index in range(4):
-        response = await send(base_url, "tenant-a", "tok-a", {**HIGH, "source_id": f"e-{index}"})
+    endpoints = router.snapshot.get("tenant-a").endpoints["triage"]
+    # Two alerts that prefer each pod, and more: every alert lands where its key says.
+    alerts = [alert_preferring(e, endpoints, base={**HIGH, "source_id": "e"}) for e in endpoints]
+    alerts += [{**HIGH, "source_id": f"more-{index}"} for index in range(6)]
+    for alert in alerts:
+        response = await send(base_url, "tenant-a", "tok-a", alert)
         assert response.status_code == 202, response.text
         answer = response.json()
         assert [d["playbook"] for d in answer["deliveries"]] == ["triage"]
         run_id = answer["deliveries"][0]["runId"]
-        owners.append([r.run(run_id) is not None for r in runtimes].index(True))
-    assert sorted(owners) == [0, 0, 1, 1]
-    assert [r.runs_total() for r in runtimes] == [2, 2]
+        owner = next(r for r in runtimes if r.run(run_id) is not None)
+        assert owner.endpoint == preferred_endpoint(alert, endpoints)
+    assert min(r.runs_total() for r in runtimes) >= 1
+    assert sum(r.runs_total() for r in runtimes) == len(alerts)
     # Not matching any entry point: accepted, nothing delivered.
     response = await send(base_url, "tenant-a", "tok-a", {"title": "noise", "severity": "low"})
     assert response.status_code == 202 and response.json()["deliveries"] == []
@@ -214,9 +238,10 @@ async def test_refused_fails_over_at_once(runtime_factory, router_server, answer
     try:
         router = new_router(delivery_policy=FAST)
         router.snapshot.put(with_stand_in(stand_in, runtime))
-        assert router.snapshot.get("tenant-a").endpoints["triage"][0].port == stand_in.port
+        endpoints = router.snapshot.get("tenant-a").endpoints["triage"]
+        first = next(e for e in endpoints if e.port == stand_in.port)
         base_url = await router_server(router)
-        response = await send(base_url, "tenant-a", "tok-a", HIGH)
+        response = await send(base_url, "tenant-a", "tok-a", alert_preferring(first, endpoints))
         assert response.status_code == 202, response.text
         run = runtime.run(response.json()["deliveries"][0]["runId"])
         assert run is not None and run["status"] == "succeeded"
@@ -240,24 +265,33 @@ async def test_ambiguous_is_retried_on_the_same_endpoint_never_elsewhere(
     try:
         router = new_router(delivery_policy=FAST)
         router.snapshot.put(with_stand_in(stand_in, runtime))
+        endpoints = router.snapshot.get("tenant-a").endpoints["triage"]
+        alert = alert_preferring(next(e for e in endpoints if e.port == stand_in.port), endpoints)
         base_url = await router_server(router)
-        response = await send(base_url, "tenant-a", "tok-a", HIGH)
+        response = await send(base_url, "tenant-a", "tok-a", alert)
         assert response.status_code == 503
         assert response.json()["error"] == "delivery_failed"
         assert "may have accepted it" in response.json()["message"]
         assert int(response.headers["Retry-After"]) > 0
         assert len(stand_in.bodies) == 2
         assert stand_in.bodies[0] == stand_in.bodies[1]
-        # The sender retries: round-robin would start at the runtime now, but the key is
-        # pinned to the endpoint that may hold it.
-        again = await send(base_url, "tenant-a", "tok-a", HIGH)
+        # The sender retries through the same replica: the key is pinned to the endpoint
+        # that may hold it.
+        again = await send(base_url, "tenant-a", "tok-a", alert)
         assert again.status_code == 503
         assert len(stand_in.bodies) == 4
+        # ...and through another replica, which never saw it: the key's affinity sends it
+        # to the same pod first, never to the runtime that would run it a second time.
+        replica = new_router(delivery_policy=FAST)
+        replica.snapshot.put(with_stand_in(stand_in, runtime))
+        through_replica = await send(await router_server(replica), "tenant-a", "tok-a", alert)
+        assert through_replica.status_code == 503
+        assert len(stand_in.bodies) == 6
         assert {b["idempotencyKey"] for b in stand_in.bodies} == {
             stand_in.bodies[0]["idempotencyKey"]
         }
         assert runtime.runs_total() == 0
-        # Other alerts still go round-robin to both.
+        # Other alerts still reach the pods.
         other = await send(base_url, "tenant-a", "tok-a", {**HIGH, "source_id": "other"})
         assert other.status_code in {202, 503}
     finally:
@@ -275,18 +309,18 @@ async def test_a_stopped_runtime_is_not_bypassed_and_the_retry_replays(
     router = new_router(delivery_policy=DeliveryPolicy(attempt_timeout=0.5, retry_pause=0.01))
     router.snapshot.put(tenant("tenant-a", "tok-a", runtimes))
     base_url = await router_server(router)
-    first = router.snapshot.get("tenant-a").endpoints["triage"][0]
-    stopped = next(r for r in runtimes if r.endpoint == first)
-    other = next(r for r in runtimes if r is not stopped)
+    endpoints = router.snapshot.get("tenant-a").endpoints["triage"]
+    stopped, other = runtimes
+    alert = alert_preferring(stopped.endpoint, endpoints)
     os.kill(stopped.process.pid, signal.SIGSTOP)
     try:
-        response = await send(base_url, "tenant-a", "tok-a", HIGH)
+        response = await send(base_url, "tenant-a", "tok-a", alert)
     finally:
         os.kill(stopped.process.pid, signal.SIGCONT)
     assert response.status_code == 503, response.text
     assert "may have accepted it" in response.json()["message"]
     assert other.runs_total() == 0
-    retry = await send(base_url, "tenant-a", "tok-a", HIGH)
+    retry = await send(base_url, "tenant-a", "tok-a", alert)
     assert retry.status_code == 202, retry.text
     run_id = retry.json()["deliveries"][0]["runId"]
     assert stopped.run(run_id)["status"] == "succeeded"
@@ -304,16 +338,28 @@ def test_pinned_keys_are_bounded_and_expire():
     policy = DeliveryPolicy(pinned_keys=2, pinned_seconds=60)
     deliverer = Deliverer(session=None, policy=policy, clock=lambda: now[0])  # type: ignore[arg-type]
     a, b, c = Endpoint("127.0.0.1", 1), Endpoint("127.0.0.1", 2), Endpoint("127.0.0.1", 3)
+
+    def by_affinity(key, endpoints):
+        return sorted(endpoints, key=lambda endpoint: affinity(key, endpoint))
+
     deliverer.pin("k1", b)
     deliverer.pin("k2", c)
-    # Round-robin would start at `a`; a pinned key starts at its endpoint.
-    assert deliverer._order("ns", "pb", (a, b, c), "k1") == [b, a, c]
-    assert deliverer._order("ns", "pb", (a, b, c), "other") == [b, c, a]  # the next turn
+    # A pinned key starts at its endpoint, then follows its affinity order.
+    assert deliverer._order("ns", "pb", (a, b, c), "k1") == [
+        b, *(e for e in by_affinity("k1", (a, b, c)) if e != b)
+    ]  # fmt: skip
+    assert deliverer._order("ns", "pb", (a, b, c), "other") == by_affinity("other", (a, b, c))
+    # Every replica orders a key alike: a fresh Deliverer gives the same order.
+    fresh = Deliverer(session=None, policy=policy)  # type: ignore[arg-type]
+    assert fresh._order("ns", "pb", (c, a, b), "other") == by_affinity("other", (a, b, c))
+    # With no key (no idempotency), plain round-robin.
+    assert fresh._order("ns", "pb", (a, b, c), None) == [a, b, c]
+    assert fresh._order("ns", "pb", (a, b, c), None) == [b, c, a]
     deliverer.pin("k3", a)
     assert deliverer.pinned("k1") is None and deliverer.pinned("k3") == a
-    # A pinned endpoint that left the ready set is not tried: plain round-robin.
+    # A pinned endpoint that left the ready set is not tried: the affinity order.
     deliverer.pin("k4", b)
-    assert deliverer._order("ns", "pb", (a, c), "k4") == [a, c]
+    assert deliverer._order("ns", "pb", (a, c), "k4") == by_affinity("k4", (a, c))
     now[0] = 61.0
     assert deliverer.pinned("k2") is None and deliverer.pinned("k3") is None
 
@@ -328,9 +374,9 @@ async def test_an_unsure_endpoint_that_dies_is_failed_over(runtime_factory, rout
     router = new_router(delivery_policy=DeliveryPolicy(attempt_timeout=0.5, retry_pause=0.01))
     router.snapshot.put(tenant("tenant-a", "tok-a", runtimes))
     base_url = await router_server(router)
-    first = router.snapshot.get("tenant-a").endpoints["triage"][0]
-    stopped = next(r for r in runtimes if r.endpoint == first)
-    other = next(r for r in runtimes if r is not stopped)
+    endpoints = router.snapshot.get("tenant-a").endpoints["triage"]
+    stopped, other = runtimes
+    alert = alert_preferring(stopped.endpoint, endpoints)
     outcomes = []
 
     class KillAfterFirstAttempt(Deliverer):
@@ -345,7 +391,7 @@ async def test_an_unsure_endpoint_that_dies_is_failed_over(runtime_factory, rout
         router.deliverer._session, policy=router.delivery_policy
     )
     os.kill(stopped.process.pid, signal.SIGSTOP)
-    response = await send(base_url, "tenant-a", "tok-a", HIGH)
+    response = await send(base_url, "tenant-a", "tok-a", alert)
     assert response.status_code == 202, response.text
     assert outcomes == [
         (stopped.endpoint, Outcome.AMBIGUOUS),
@@ -360,9 +406,9 @@ async def test_a_partly_failed_alert_is_retried_where_it_was_accepted(
     runtime_factory, router_server
 ):
     """Two Playbooks match; one accepts, the other refuses everywhere, so the router
-    answers 503 and the sender sends the whole alert again. Round-robin would give the
-    accepting Playbook's delivery to its other pod, which would run it a second time:
-    the accepted key is pinned to the pod that holds it, whose replay answers instead."""
+    answers 503 and the sender sends the whole alert again. The accepting Playbook's
+    delivery must not go to its other pod, which would run it a second time: the key
+    goes to the pod that holds it (pinned, and first by affinity), whose replay answers."""
     runtimes = [runtime_factory(), runtime_factory()]
     refusing = await StandIn("answer-503").start()
     try:
