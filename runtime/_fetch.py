@@ -24,6 +24,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+# One URL cleaner for the whole package: the artifact URL carries its signature in the query.
+from kubesoar._redact import clean_url as safe_url
+
 __all__ = ["FetchError", "fetch_artifact", "main_fetch", "safe_url", "unpack_tarball"]
 
 DEFAULT_MAX_ARTIFACT_BYTES: Final = 50 * 1024 * 1024
@@ -34,15 +37,6 @@ CHUNK: Final = 64 * 1024
 
 class FetchError(Exception):
     """The artifact could not be fetched, verified or unpacked."""
-
-
-def safe_url(url: str) -> str:
-    """The URL without userinfo, query or fragment: fit for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
 
 
 def download(url: str, destination: Path, *, max_bytes: int, timeout: float = 30.0) -> str:
