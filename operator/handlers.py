@@ -112,6 +112,7 @@ def register(
         except kopf.TemporaryError:
             meta = body["metadata"]
             if reconciler.kube.read_playbook(meta["namespace"], meta["name"]) is None:
+                reconciler.forget(meta["namespace"], meta["name"])  # its DELETED may never come
                 raise refresher.Gone() from None
             raise
         _post(body, outcome)

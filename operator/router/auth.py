@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubesoar.operator.router.errors import IngestError
+from kubesoar.operator.router.expiring import ExpiringKeys
 from kubesoar.operator.router.sourcespec import Auth
 
 SIGNATURE_PREFIX = "sha256="
@@ -42,7 +42,7 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
     return SIGNATURE_PREFIX + digest
 
 
-class ReplayCache:
+class ReplayCache(ExpiringKeys):
     """Signatures seen within their window; bounded, oldest evicted first.
 
     A signature is reserved while its request is processed and released when the
@@ -52,31 +52,16 @@ class ReplayCache:
     """
 
     def __init__(self, max_entries: int = MAX_REPLAY_ENTRIES) -> None:
-        self._expiry: OrderedDict[bytes, float] = OrderedDict()
-        self._max_entries = max_entries
-
-    def __len__(self) -> int:
-        return len(self._expiry)
+        super().__init__(max_entries)
 
     def reserve(self, key: bytes, expires_at: float, now: float) -> bool:
-        self._expire(now)
-        if key in self._expiry:
+        if self.live(key, now):
             return False
-        self._expiry[key] = expires_at
-        while len(self._expiry) > self._max_entries:
-            self._expiry.popitem(last=False)
+        self.put(key, expires_at, now)
         return True
 
     def release(self, key: bytes) -> None:
-        self._expiry.pop(key, None)
-
-    def _expire(self, now: float) -> None:
-        # Entries go in roughly in expiry order (window + now), so the front expires first.
-        while self._expiry:
-            key, expires_at = next(iter(self._expiry.items()))
-            if expires_at > now:
-                return
-            del self._expiry[key]
+        self.discard(key)
 
 
 def authenticate(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubesoar._conditions import MISSING, lookup_path
+from kubesoar.operator.router.expiring import ExpiringKeys
 
 MAX_ENTRIES = 200_000
 
@@ -29,37 +29,14 @@ def dedup_key(scope: str, alert: Mapping[str, Any], paths: Sequence[str]) -> byt
     return hashlib.sha256(f"{scope}\0{text}".encode()).digest()[:16]
 
 
-class DedupCache:
-    """Keys with their expiry; the oldest entry is evicted once `max_entries` is reached."""
+class DedupCache(ExpiringKeys):
+    """Alert keys with the end of their window; bounded, oldest evicted first."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
-        self._expiry: OrderedDict[bytes, float] = OrderedDict()
-        self._max_entries = max_entries
-
-    def __len__(self) -> int:
-        return len(self._expiry)
+        super().__init__(max_entries)
 
     def seen(self, key: bytes, now: float) -> bool:
-        expires_at = self._expiry.get(key)
-        if expires_at is None:
-            return False
-        if expires_at <= now:
-            del self._expiry[key]
-            return False
-        return True
+        return self.live(key, now)
 
     def remember(self, key: bytes, window_seconds: float, now: float) -> None:
-        self._expiry.pop(key, None)
-        self._expiry[key] = now + window_seconds
-        self._expire(now)
-        while len(self._expiry) > self._max_entries:
-            self._expiry.popitem(last=False)
-
-    def _expire(self, now: float) -> None:
-        # Windows differ per source, so this is approximate: it stops at the first
-        # live entry; `seen` rejects any expired straggler and the bound caps the rest.
-        while self._expiry:
-            key, expires_at = next(iter(self._expiry.items()))
-            if expires_at > now:
-                return
-            del self._expiry[key]
+        self.put(key, now + window_seconds, now)
