@@ -23,15 +23,17 @@ ENV PIP_NO_CACHE_DIR=1 \
 COPY pyproject.toml README.md /src/
 COPY runtime/ /src/runtime/
 COPY operator/ /src/operator/
+COPY router/ /src/router/
 
 # Every command runs from /, never from /src: `python -m ...` puts the working
 # directory first on sys.path, where /src/operator would shadow the standard
 # library's `operator` module. The environment gets no pip of its own: extend
 # the image with the base image's pip, `pip --python /opt/kubesoar/bin/python`.
 WORKDIR /
-RUN pip wheel --wheel-dir /wheels /src \
+# One image for every entry point: the runtime, plus the operator and router extras.
+RUN pip wheel --wheel-dir /wheels '/src[operator,router]' \
  && python -m venv --without-pip /opt/kubesoar \
- && pip --python /opt/kubesoar/bin/python install --no-index --find-links /wheels /wheels/*.whl
+ && pip --python /opt/kubesoar/bin/python install --no-index --find-links /wheels 'kubesoar[operator,router]'
 # Bytecode is compiled at build time because runtime pods run with a read-only
 # root filesystem (and PYTHONDONTWRITEBYTECODE=1). Hash-based .pyc files stay
 # valid whatever timestamps the copy into the next stage gives the sources.

@@ -52,7 +52,7 @@ def serve_echo(host: str, port: int) -> None:
 
 
 def serve_forwarder(host: str, port: int, target: str) -> None:
-    from kubesoar.operator.router.delivery import make_session
+    from kubesoar_router.delivery import make_session
 
     async def start(app: web.Application):  # type: ignore[no-untyped-def]
         app["session"] = make_session()
@@ -74,11 +74,11 @@ def serve_forwarder(host: str, port: int, target: str) -> None:
 def serve_router(host: str, port: int, runtime_host: str, runtime_port: int) -> None:
     import base64
 
-    from kubesoar.operator.router import app as router_app
-    from kubesoar.operator.router import logs
-    from kubesoar.operator.router.app import create_ingest_app
-    from kubesoar.operator.router.ingest import Router
-    from kubesoar.operator.router.snapshot import Snapshot, build_namespace
+    from kubesoar_router import app as router_app
+    from kubesoar_router import logs
+    from kubesoar_router.app import create_ingest_app
+    from kubesoar_router.ingest import Router
+    from kubesoar_router.snapshot import Snapshot, build_namespace
 
     snapshot = Snapshot()
     snapshot.put(
@@ -505,7 +505,7 @@ def run_profile(seconds: float, out_dir: Path) -> None:
 
 def run_match(count: int = 1000, alerts: int = 20000) -> None:
     from kubesoar._conditions import compile_conditions
-    from kubesoar.operator.router.routes import Route, RouteIndex
+    from kubesoar_router.routes import Route, RouteIndex
 
     rng = random.Random(1)
     sev = ["info", "low", "medium", "high", "critical"]

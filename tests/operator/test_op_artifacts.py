@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import git
 import pytest
-from kubesoar.operator import artifact_server
-from kubesoar.operator.artifacts import Artifact, ArtifactError, ArtifactStore, pack
-from kubesoar.operator.signing import Signer, window_expiry
+from kubesoar_operator import artifact_server
+from kubesoar_operator.artifacts import Artifact, ArtifactError, ArtifactStore, pack
+from kubesoar_operator.signing import Signer, window_expiry
 from support.git_http import GitHTTPServer
 
 FILES = {

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kubesoar.operator import conditions as c
-from kubesoar.operator.gitsource import Credentials, GitClient, SourceError
-from kubesoar.operator.spec import GitRef
+from kubesoar_operator import conditions as c
+from kubesoar_operator.gitsource import Credentials, GitClient, Resolved, SourceError
+from kubesoar_operator.spec import GitRef
 from support.git_http import GitHTTPServer
 
 PASSWORD = "planted-Pa55word-7f3a"
@@ -83,6 +83,27 @@ def test_basic_auth(make_git_server: Callable[..., GitHTTPServer], client: GitCl
     with pytest.raises(SourceError) as info:
         client.resolve(server.url("pb"), GitRef(branch="main"))
     assert info.value.reason == c.AUTHENTICATION_FAILED
+
+
+def test_a_cached_commit_is_not_served_without_the_servers_consent(
+    make_git_server: Callable[..., GitHTTPServer], client: GitClient
+) -> None:
+    """Tenant A's private commit is in the cache; tenant B names the same URL and commit
+    with no credentials or a wrong password: AuthenticationFailed, nothing from the cache."""
+    server = make_git_server(username="alice", password=PASSWORD)
+    sha = server.create_repo("private", {"secret_module.py": "A = 1\n"}).head()
+    url = server.url("private")
+    tenant_a = Credentials(username="alice", password=PASSWORD)
+    client.fetch(url, client.resolve(url, GitRef(commit=sha), tenant_a), tenant_a).close()
+
+    for tenant_b in (None, Credentials(username="alice", password="guessed")):
+        with pytest.raises(SourceError) as info:
+            client.resolve(url, GitRef(commit=sha), tenant_b)
+        assert info.value.reason == c.AUTHENTICATION_FAILED
+        # Even a caller that skips resolve gets no object fetched under A's credentials.
+        with pytest.raises(SourceError) as info:
+            client.fetch(url, Resolved(sha, ""), tenant_b)
+        assert info.value.reason == c.AUTHENTICATION_FAILED
 
 
 def test_bearer_auth(make_git_server: Callable[..., GitHTTPServer], client: GitClient) -> None:

@@ -16,9 +16,9 @@ import kopf
 import pytest
 import yaml
 from kopf._core.intents.causes import Activity
-from kubesoar.operator import handlers, login
-from kubesoar.operator.reconcile import EVENT_REPEAT_SECONDS, Reconciler, _State, _unrepeated
-from kubesoar.operator.status import Transition
+from kubesoar_operator import handlers, login
+from kubesoar_operator.reconcile import EVENT_REPEAT_SECONDS, Reconciler, _State, _unrepeated
+from kubesoar_operator.status import Transition
 
 # kopf does not export the enum; the registry's lookup needs it.
 AUTHENTICATION = Activity.AUTHENTICATION

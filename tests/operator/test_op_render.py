@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubesoar.operator import children, render
-from kubesoar.operator.spec import parse_spec
+from kubesoar_operator import children, render
+from kubesoar_operator.spec import parse_spec
 
 LABELS = {
     "app.kubernetes.io/name": "kubesoar",

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kubesoar.operator.spec import InvalidSpec, PlaybookSpec, parse_spec
+from kubesoar_operator.spec import InvalidSpec, PlaybookSpec, parse_spec
 from pydantic import BaseModel
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "playbook.yaml"

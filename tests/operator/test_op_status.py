@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kubesoar.operator import conditions as c
-from kubesoar.operator.report import PodReport, PodState, Summary, aggregate
-from kubesoar.operator.status import Observation, RolloutState, SourceState, summarise
+from kubesoar_operator import conditions as c
+from kubesoar_operator.report import PodReport, PodState, Summary, aggregate
+from kubesoar_operator.status import Observation, RolloutState, SourceState, summarise
 
 SHA = "a" * 40
 SOURCE = SourceState("https://g/a.git", f"main@sha1:{SHA}", SHA, "d" * 64, "2024-01-01T00:00:00Z")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from kubesoar.operator import semver
-from kubesoar.operator.gitsource import Credentials
-from kubesoar.operator.sanitize import clean_url, sanitize
+from kubesoar_operator import semver
+from kubesoar_operator.gitsource import Credentials
+from kubesoar_operator.sanitize import clean_url, sanitize
 
 
 def test_clean_url_drops_userinfo_query_and_fragment() -> None:

@@ -146,8 +146,8 @@ def test_cluster_scope_serves_all_namespaces(chart):
 @pytest.mark.parametrize("values", [{}, TWO_TENANTS], ids=["cluster", "namespaced"])
 def test_rendered_args_parse_with_the_real_command_lines(chart, values):
     """The chart's args are accepted by `kubesoar operator` / `kubesoar router` as written."""
-    from kubesoar.operator import cli as operator_cli
-    from kubesoar.operator.router import cli as router_cli
+    from kubesoar_operator import cli as operator_cli
+    from kubesoar_router import cli as router_cli
 
     objects = chart(values)
     op = operator_cli.parse_args(container(one(objects, "Deployment", "-operator"))["args"][1:])

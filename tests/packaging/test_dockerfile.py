@@ -109,7 +109,7 @@ def test_build_context_is_limited_to_what_the_wheel_needs():
     ]
     assert ignore[0] == "*"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "runtime", "operator"}
+    assert allowed == {"pyproject.toml", "README.md", "runtime", "operator", "router"}
     builder, _ = stages()
     sources = set()
     for i, a in builder:
@@ -119,7 +119,9 @@ def test_build_context_is_limited_to_what_the_wheel_needs():
     # folder setuptools maps to a package.
     assert sources == allowed
     pyproject = (REPO / "pyproject.toml").read_text()
-    package_dirs = set(re.findall(r'"kubesoar[\w.]*" = "(\w+)"', pyproject))
+    where = re.search(r"where = \[([^\]]*)\]", pyproject)
+    assert where is not None
+    package_dirs = set(re.findall(r'"(\w+)"', where.group(1)))
     assert package_dirs and package_dirs <= allowed
 
 

@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from kubesoar.operator.router.app import create_ingest_app
-from kubesoar.operator.router.ingest import Router
-from kubesoar.operator.router.snapshot import Endpoint
+from kubesoar_router.app import create_ingest_app
+from kubesoar_router.ingest import Router
+from kubesoar_router.snapshot import Endpoint
 from router_objects import TINY_PLAYBOOK
 
 

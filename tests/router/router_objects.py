@@ -6,8 +6,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from kubesoar.operator.router.ingest import Router
-from kubesoar.operator.router.snapshot import Snapshot
+from kubesoar_router.ingest import Router
+from kubesoar_router.snapshot import Snapshot
 
 PAYLOADS = Path(__file__).parent / "payloads"
 

@@ -4,7 +4,7 @@ and never a secret value."""
 from __future__ import annotations
 
 import pytest
-from kubesoar.operator import alertsources
+from kubesoar_operator import alertsources
 
 SECRET_VALUE = "do-not-leak-me"
 SPEC = {

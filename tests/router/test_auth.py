@@ -7,8 +7,8 @@ import time
 
 import httpx
 import pytest
-from kubesoar.operator.router.auth import ReplayCache, sign
-from kubesoar.operator.router.snapshot import build_namespace
+from kubesoar_router.auth import ReplayCache, sign
+from kubesoar_router.snapshot import build_namespace
 from router_objects import alertsource, new_router
 
 TOKEN = "s3cret-token-value"

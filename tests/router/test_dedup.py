@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kubesoar.operator.router.dedup import DedupCache, dedup_key
+from kubesoar_router.dedup import DedupCache, dedup_key
 
 
 def test_key_from_paths():

@@ -12,9 +12,9 @@ import signal
 
 import httpx
 import pytest
-from kubesoar.operator.router.delivery import DeliveryPolicy, affinity, idempotency_key
-from kubesoar.operator.router.ingest import alert_id_for
-from kubesoar.operator.router.snapshot import NamespaceState, build_namespace
+from kubesoar_router.delivery import DeliveryPolicy, affinity, idempotency_key
+from kubesoar_router.ingest import alert_id_for
+from kubesoar_router.snapshot import NamespaceState, build_namespace
 from router_objects import TINY_ENTRY_POINTS, alertsource, endpointslice, new_router, playbook
 
 HIGH = {"title": "Brute force", "severity": "high", "source_id": "e-1"}
@@ -331,8 +331,8 @@ async def test_a_stopped_runtime_is_not_bypassed_and_the_retry_replays(
 def test_pinned_keys_are_bounded_and_expire():
     """The endpoint an unsure key went to is remembered for the sender's retry, within
     bounds: the oldest keys go first, and each is forgotten after `pinned_seconds`."""
-    from kubesoar.operator.router.delivery import Deliverer
-    from kubesoar.operator.router.snapshot import Endpoint
+    from kubesoar_router.delivery import Deliverer
+    from kubesoar_router.snapshot import Endpoint
 
     now = [0.0]
     policy = DeliveryPolicy(pinned_keys=2, pinned_seconds=60)
@@ -368,7 +368,7 @@ async def test_an_unsure_endpoint_that_dies_is_failed_over(runtime_factory, rout
     """`kill -STOP`, the attempt times out (maybe accepted), then the process is killed
     before the retry: the retry cannot connect, so the endpoint is gone and the other
     runtime takes the alert (what the gone pod had queued died with it)."""
-    from kubesoar.operator.router.delivery import Deliverer, Outcome
+    from kubesoar_router.delivery import Deliverer, Outcome
 
     runtimes = [runtime_factory(), runtime_factory()]
     router = new_router(delivery_policy=DeliveryPolicy(attempt_timeout=0.5, retry_pause=0.01))

@@ -7,8 +7,8 @@ import json
 
 import httpx
 import pytest
-from kubesoar.operator.router.ingest import Router
-from kubesoar.operator.router.snapshot import Snapshot, build_namespace
+from kubesoar_router.ingest import Router
+from kubesoar_router.snapshot import Snapshot, build_namespace
 from router_objects import alertsource, new_router
 
 TOKEN = "tenant-token"

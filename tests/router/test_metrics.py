@@ -3,7 +3,7 @@ into the same series as `labels()` does."""
 
 from __future__ import annotations
 
-from kubesoar.operator.router.metrics import RouterMetrics
+from kubesoar_router.metrics import RouterMetrics
 
 
 def test_source_children_are_cached_and_exported() -> None:

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from kubesoar.operator.router.normalisers import (
+from kubesoar_router.normalisers import (
     NormaliseError,
     build_alert,
     severity_from_risk_score,

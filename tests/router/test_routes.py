@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from kubesoar._conditions import compile_conditions
-from kubesoar.operator.router.routes import Route, RouteIndex, trigger_accepts
-from kubesoar.operator.router.snapshot import build_namespace
+from kubesoar_router.routes import Route, RouteIndex, trigger_accepts
+from kubesoar_router.snapshot import build_namespace
 from router_objects import playbook
 
 SEVERITIES = ["info", "low", "medium", "high", "critical"]

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from conftest import serve
 from kubernetes import client as k8s
-from kubesoar.operator.router import statuswriter
-from kubesoar.operator.router.app import create_ingest_app
-from kubesoar.operator.router.ingest import Router
-from kubesoar.operator.router.kubeapi import KubeApi
-from kubesoar.operator.router.snapshot import Snapshot
-from kubesoar.operator.router.watch import Watcher
+from kubesoar_router import statuswriter
+from kubesoar_router.app import create_ingest_app
+from kubesoar_router.ingest import Router
+from kubesoar_router.kubeapi import KubeApi
+from kubesoar_router.snapshot import Snapshot
+from kubesoar_router.watch import Watcher
 from router_objects import TINY_ENTRY_POINTS
 
 pytestmark = pytest.mark.cluster

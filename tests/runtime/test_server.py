@@ -428,3 +428,55 @@ async def test_a_full_queue_still_replays_accepted_keys(start_runtime: Any) -> N
         replay = await client.post("/v1/runs", json=_run_body(key))
         assert replay.status_code == 202 and replay.json() == first
     sys.modules["served_full"].gate.set()
+
+
+async def _slow_chunks(data: bytes, size: int = 65536) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(0.005)  # each chunk arrives on its own, as over a real network
+
+
+async def test_a_large_body_sent_in_chunks_is_read_whole(start_runtime: Any) -> None:
+    """~900 KB in 64 KB chunks: the runtime reads to the end (it used to read one chunk)."""
+    _, client = await start_runtime("served_large", GATED_MODULE)
+    body = _run_body("large", description="x" * 900_000)
+    data = json.dumps(body).encode()
+    answer = await client.post(
+        "/v1/runs", content=_slow_chunks(data), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 202, answer.text
+    sys.modules["served_large"].gate.set()
+    await _wait_status(client, answer.json()["runId"], {"succeeded"})
+
+
+@pytest.mark.parametrize(("extra", "status"), [(-1, 202), (0, 202), (1, 413)])
+async def test_the_body_limit_is_exact(start_runtime: Any, extra: int, status: int) -> None:
+    limit = 4096
+    _, client = await start_runtime(f"served_limit_{extra + 1}", GATED_MODULE, max_body_bytes=limit)
+    data = json.dumps(_run_body("edge")).encode()
+    data = data[:-1] + b" " * (limit + extra - len(data)) + b"}"
+    assert len(data) == limit + extra
+    answer = await client.post(
+        "/v1/runs", content=_slow_chunks(data, 1000), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == status, answer.text
+
+
+@pytest.mark.parametrize(
+    "alert",
+    [
+        b'{"title": "t", "n": ' + b"9" * 5000 + b"}",
+        b'{"title": "t", "raw": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'{"title": "t", "severity": Infinity}',
+        b'{"title": "t", "score": 1e400}',
+        b'{"title": "\\ud800"}',
+    ],
+)
+async def test_hostile_run_bodies_are_400(start_runtime: Any, alert: bytes) -> None:
+    _, client = await start_runtime("served_hostile", GATED_MODULE)
+    data = b'{"idempotencyKey": "k", "playbooks": null, "alert": ' + alert + b"}"
+    answer = await client.post(
+        "/v1/runs", content=data, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_json"

@@ -189,7 +189,7 @@ class KubesoarStack:
         self, namespace: str, source: str, alert: Any, *, token: str, hmac_key: str
     ) -> httpx.Response:
         """POST `alert` to the router as a sender would: bearer token and HMAC signature."""
-        from kubesoar.operator.router.auth import sign
+        from kubesoar_router.auth import sign
 
         body = json.dumps(alert).encode()
         timestamp = str(int(time.time()))

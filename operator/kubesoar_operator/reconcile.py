@@ -1,0 +1,393 @@
+"""One reconcile of one Playbook: spec → source → artifact → children → observe → status.
+
+Kept free of kopf so that it can be driven by any handler (create, update,
+resume, timer) and tested directly; `handlers.py` maps the `Outcome` to kopf's
+retry semantics. Calls for one Playbook are serialised by a lock, since kopf
+runs timers alongside change handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from kubernetes.client.exceptions import ApiException
+
+from kubesoar_operator import children, metrics, render, report
+from kubesoar_operator import conditions as c
+from kubesoar_operator.artifacts import ArtifactError, ArtifactStore, pack
+from kubesoar_operator.gitsource import Credentials, GitClient, Resolved, SourceError
+from kubesoar_operator.kube import Kube
+from kubesoar_operator.report import PodState
+from kubesoar_operator.sanitize import clean_url, sanitize
+from kubesoar_operator.signing import DEFAULT_TTL_SECONDS, Signer
+from kubesoar_operator.spec import InvalidSpec, PlaybookSpec, parse_spec
+from kubesoar_operator.status import (
+    Observation,
+    RolloutState,
+    SourceState,
+    Transition,
+    summarise,
+)
+
+log = logging.getLogger("kubesoar_operator.reconcile")
+
+REQUESTED_AT = "kubesoar.dev/requestedAt"
+MIN_BACKOFF, MAX_BACKOFF = 5.0, 300.0
+# The same Event (reason and message) is posted at most once in this many seconds: a
+# crash-looping pod or a flapping Git server would otherwise post one per cycle.
+EVENT_REPEAT_SECONDS = 600.0
+# User actions: always worth an Event, however soon they repeat.
+_ALWAYS_POSTED = frozenset({"Suspended", "Resumed", "NewRevision"})
+_BAD_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    artifact_url: str
+    system_namespace: str = "kubesoar-system"
+    artifact_port: int = 8090
+    runtime_image: str = render.DEFAULT_IMAGE
+    url_ttl_seconds: int = DEFAULT_TTL_SECONDS
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    transitions: list[Transition]
+    retry_in: float | None = None  # a temporary failure: try again after this many seconds
+    invalid_spec: str | None = None  # a permanent failure until the spec changes
+    suspended: bool = False
+
+
+@dataclass
+class _State:
+    """What the operator remembers about one Playbook between reconciles."""
+
+    key: tuple[Any, ...] | None = None
+    resolved: Resolved | None = None
+    digest: str = ""
+    resolved_at: str = ""
+    resolved_monotonic: float = 0.0
+    failures: int = 0
+    last_error: tuple[str, str] | None = None
+    retry_at: float = 0.0
+    applied: str = ""
+    digests: list[str] = field(default_factory=list)
+    # The status this operator last wrote; fresher than a body a timer was handed.
+    last_status: dict[str, Any] | None = None
+    # (Event reason, message) -> when it was last posted, to keep flapping from flooding.
+    posted: dict[tuple[str, str], float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        git: GitClient,
+        store: ArtifactStore,
+        signer: Signer,
+        settings: Settings,
+        http: httpx.Client,
+    ) -> None:
+        self.kube, self.git, self.store, self.signer = kube, git, store, signer
+        self.settings, self.http = settings, http
+        self._states: dict[tuple[str, str], _State] = {}
+        self._guard = threading.Lock()
+
+    def _state(self, namespace: str, name: str) -> _State:
+        with self._guard:
+            return self._states.setdefault((namespace, name), _State())
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop memory and artifacts of a deleted Playbook."""
+        with self._guard:
+            self._states.pop((namespace, name), None)
+        self.store.prune(namespace, name, keep=set())
+        metrics.record_ready(namespace, name, None)
+
+    # --- the reconcile ------------------------------------------------------
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        state = self._state(namespace, name)
+        started = time.monotonic()
+        with state.lock:
+            outcome = self._reconcile(body, state)
+            outcome.transitions = _unrepeated(outcome.transitions, state, time.monotonic())
+        metrics.DURATION.observe(time.monotonic() - started)
+        ready = c.find(outcome.status.get("conditions"), c.READY)
+        metrics.record_ready(namespace, name, ready["status"] if ready else None)
+        if outcome.suspended:
+            metrics.RECONCILES.labels(result="suspended").inc()
+        elif outcome.invalid_spec or outcome.retry_in is not None:
+            metrics.RECONCILES.labels(result="failed").inc()
+            metrics.FAILURES.labels(reason=ready["reason"] if ready else "Unknown").inc()
+        else:
+            metrics.RECONCILES.labels(result="succeeded").inc()
+        for transition in outcome.transitions:
+            metrics.TRANSITIONS.labels(reason=transition.reason).inc()
+        return outcome
+
+    def _reconcile(self, body: Mapping[str, Any], state: _State) -> Outcome:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        previous: Mapping[str, Any] = state.last_status or body.get("status") or {}
+        requested = (meta.get("annotations") or {}).get(REQUESTED_AT)
+        forced = requested is not None and requested != previous.get("lastHandledReconcileAt")
+        obs = Observation(
+            generation=int(meta.get("generation") or 0),
+            endpoint=render.endpoint(name, namespace),
+            requested_at=requested,
+        )
+        try:
+            spec = parse_spec(body.get("spec"))
+        except InvalidSpec as exc:
+            obs.spec_error = str(exc)
+            status, transitions = self._publish(namespace, name, obs, previous)
+            state.last_status = {**previous, **status}
+            return Outcome(status, transitions, invalid_spec=obs.spec_error)
+        if spec.suspend:
+            # Nothing is resolved or applied; the status only says so (once, not every tick).
+            obs.suspended = True
+            status, transitions = self._publish(namespace, name, obs, previous)
+            state.last_status = {**previous, **status}
+            return Outcome(status, transitions, suspended=True)
+
+        retry_in = self._source(namespace, name, spec, state, obs, forced=forced)
+        if obs.source is not None:
+            retry_in = self._apply(body, spec, state, obs) or retry_in
+        self._observe(namespace, name, spec, obs)
+        status, transitions = self._publish(namespace, name, obs, previous)
+        state.last_status = {**previous, **status}
+        return Outcome(status, transitions, retry_in=retry_in)
+
+    # --- steps -------------------------------------------------------------
+    def _source(
+        self,
+        namespace: str,
+        name: str,
+        spec: PlaybookSpec,
+        state: _State,
+        obs: Observation,
+        *,
+        forced: bool,
+    ) -> float | None:
+        """Resolve and pack when due; fills obs.source or obs.source_error."""
+        git_spec = spec.source.git
+        secret_name = git_spec.secret_ref.name if git_spec.secret_ref else None
+        key = (git_spec.url, git_spec.ref.kind, git_spec.ref.value, spec.source.path, secret_name)
+        now = time.monotonic()
+        changed = key != state.key
+        due = now - state.resolved_monotonic >= spec.source.interval_seconds
+        artifact_missing = bool(state.digest) and (
+            self.store.get(namespace, name, state.digest) is None
+        )
+        if not (changed or forced or artifact_missing):
+            if state.last_error is not None and now < state.retry_at:
+                obs.source_error = state.last_error  # backing off: do not hammer Git
+                return float(state.retry_at - now)
+            if state.last_error is None and not due and state.resolved is not None:
+                obs.source = self._source_state(git_spec.url, state)
+                return None
+        creds: Credentials | None = None
+        try:
+            if secret_name:
+                data = self.kube.read_secret_data(namespace, secret_name)
+                if data is None:
+                    raise SourceError(c.SECRET_NOT_FOUND, f"secret {secret_name!r} not found")
+                creds = Credentials.from_secret_data(data)
+            resolved = self.git.resolve(git_spec.url, git_spec.ref, creds)
+            if (
+                changed
+                or artifact_missing
+                or state.resolved != resolved
+                or self.store.get(namespace, name, state.digest) is None
+            ):
+                repo = self.git.fetch(git_spec.url, resolved, creds)
+                try:
+                    artifact = pack(repo, resolved.sha, spec.source.path)
+                finally:
+                    repo.close()
+                self.store.put(namespace, name, artifact)
+                if artifact.digest not in state.digests:
+                    # Keep the previous revision's artifact: its pods may restart mid-rollout.
+                    state.digests = [*state.digests[-1:], artifact.digest]
+                    self.store.prune(namespace, name, keep=set(state.digests))
+                state.digest = artifact.digest
+        except (SourceError, ArtifactError, ApiException) as exc:
+            state.failures += 1
+            delay = float(min(MAX_BACKOFF, MIN_BACKOFF * 2.0 ** (state.failures - 1)))
+            state.retry_at, state.key = now + delay, key
+            state.last_error = _source_failure(exc, creds)
+            obs.source_error = state.last_error
+            log.warning(
+                "source of %s/%s failed (%s), retry in %.0fs",
+                namespace, name, obs.source_error[0], delay,
+            )  # fmt: skip
+            return delay
+        if state.resolved != resolved:
+            log.info("%s/%s resolved to %s", namespace, name, resolved.revision)
+        state.key, state.resolved, state.failures, state.last_error = key, resolved, 0, None
+        state.resolved_monotonic, state.resolved_at = now, c.now_rfc3339()
+        obs.source = self._source_state(git_spec.url, state)
+        return None
+
+    def _source_state(self, url: str, state: _State) -> SourceState:
+        assert state.resolved is not None
+        return SourceState(
+            url=clean_url(url),
+            revision=state.resolved.revision,
+            commit=state.resolved.sha,
+            digest=state.digest,
+            resolved_at=state.resolved_at,
+        )
+
+    def _apply(
+        self, body: Mapping[str, Any], spec: PlaybookSpec, state: _State, obs: Observation
+    ) -> float | None:
+        assert obs.source is not None
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        ctx = render.RenderContext(
+            name=name,
+            namespace=namespace,
+            spec=spec,
+            commit=obs.source.commit,
+            revision=obs.source.revision,
+            digest=obs.source.digest,
+            artifact_url=self.signer.url(
+                self.settings.artifact_url,
+                namespace,
+                name,
+                obs.source.digest,
+                ttl_seconds=self.settings.url_ttl_seconds,
+            ),
+            system_namespace=self.settings.system_namespace,
+            artifact_port=self.settings.artifact_port,
+            default_image=self.settings.runtime_image,
+        )
+        objs = children.owned_children(ctx, body)
+        fingerprint = children.fingerprint(objs)
+        exists = self.kube.read_deployment(namespace, render.runtime_name(name)) is not None
+        if fingerprint == state.applied and exists:
+            return None
+        try:
+            children.apply_all(self.kube, objs)
+        except children.ApplyError as exc:
+            obs.apply_error = str(exc)
+            return MIN_BACKOFF
+        state.applied = fingerprint
+        return None
+
+    def _observe(self, namespace: str, name: str, spec: PlaybookSpec, obs: Observation) -> None:
+        deployment = self.kube.read_deployment(namespace, render.runtime_name(name))
+        if deployment is None:
+            obs.rollout = RolloutState(exists=False, desired=spec.replicas)
+            return
+        dep_status = deployment.get("status") or {}
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+        pods = tuple(
+            _pod_state(p)
+            for p in self.kube.list_pods(namespace, render.selector(name))
+            if not p["metadata"].get("deletionTimestamp")
+        )
+        obs.rollout = RolloutState(
+            exists=True,
+            desired=spec.replicas,
+            commit=annotations.get(render.ANNOTATION_COMMIT, ""),
+            revision=annotations.get(render.ANNOTATION_REVISION, ""),
+            generation_observed=int(dep_status.get("observedGeneration") or 0)
+            >= int(deployment["metadata"].get("generation") or 0),
+            replicas=int(dep_status.get("replicas") or 0),
+            updated=int(dep_status.get("updatedReplicas") or 0),
+            ready=int(dep_status.get("readyReplicas") or 0),
+            pods=pods,
+        )
+        reports = report.collect(self.http, pods, render.RUNTIME_PORT)
+        obs.summary = report.aggregate(reports, obs.rollout.commit)
+
+    def _publish(
+        self, namespace: str, name: str, obs: Observation, previous: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[Transition]]:
+        status, transitions = summarise(obs, previous)
+        if _differs(status, previous):
+            self.kube.patch_status(namespace, name, status)
+        return status, transitions
+
+
+def _unrepeated(transitions: list[Transition], state: _State, now: float) -> list[Transition]:
+    """Drop transitions whose Event was posted within `EVENT_REPEAT_SECONDS`."""
+    state.posted = {k: t for k, t in state.posted.items() if now - t < EVENT_REPEAT_SECONDS}
+    kept = []
+    for transition in transitions:
+        key = (transition.reason, transition.message)
+        if transition.reason not in _ALWAYS_POSTED and key in state.posted:
+            continue
+        state.posted[key] = now
+        kept.append(transition)
+    return kept
+
+
+def _source_failure(exc: Exception, creds: Credentials | None) -> tuple[str, str]:
+    secrets = creds.secret_values() if creds else []
+    if isinstance(exc, SourceError):
+        return exc.reason, sanitize(exc.message, secrets)
+    if isinstance(exc, ArtifactError):
+        return c.ARTIFACT_FAILED, sanitize(str(exc), secrets)
+    assert isinstance(exc, ApiException)
+    return c.GIT_OPERATION_FAILED, f"reading the secret: API error {exc.status} {exc.reason}"
+
+
+def _pod_state(pod: Mapping[str, Any]) -> PodState:
+    status = pod.get("status") or {}
+    ready = any(
+        cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in status.get("conditions") or ()
+    )
+    problem = None
+    for kind, statuses in (
+        ("init container", status.get("initContainerStatuses") or ()),
+        ("container", status.get("containerStatuses") or ()),
+    ):
+        for cs in statuses:
+            state = cs.get("state") or {}
+            waiting, terminated = state.get("waiting") or {}, state.get("terminated") or {}
+            if waiting.get("reason") in _BAD_WAITING:
+                problem = f"{kind} {cs.get('name')}: {waiting['reason']}"
+            elif terminated and terminated.get("exitCode", 0) != 0 and kind == "init container":
+                problem = (
+                    f"{kind} {cs.get('name')} failed "
+                    f"(exit {terminated.get('exitCode')}, {terminated.get('reason', 'Error')})"
+                )
+    annotations = pod["metadata"].get("annotations") or {}
+    return PodState(
+        name=pod["metadata"]["name"],
+        ip=status.get("podIP"),
+        ready=ready,
+        commit=annotations.get(render.ANNOTATION_COMMIT),
+        problem=problem,
+    )
+
+
+def _differs(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
+    for key, value in new.items():
+        if value is None:
+            if old.get(key) is not None:
+                return True
+        elif old.get(key) != value:
+            return True
+    return False

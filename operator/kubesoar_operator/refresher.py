@@ -1,0 +1,121 @@
+"""Periodic work on every watched object, without kopf timers (and so without finalizers).
+
+A kopf timer makes kopf put its finalizer on each object, because kopf must
+stop the timer before the object may go. kubesoar has nothing to do at
+deletion (children go by garbage collection through their owner references),
+and the finalizer costs a lot: a tenant namespace cannot be deleted while the
+operator is down, and kopf stops watching a namespace as soon as it is marked
+for deletion (nolar/kopf#1088), which leaves it Terminating for good.
+
+So kopf's watch only reports what it sees (`observe`, from `@kopf.on.event`),
+and one loop here calls each kind's refresh function for every object it
+knows, every `interval` seconds, a few at a time in worker threads (the
+refresh functions make blocking API and Git calls, as kopf's sync handlers do).
+Objects marked for deletion are dropped: there is nothing left to refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import kopf
+
+log = logging.getLogger("kubesoar_operator.refresher")
+
+RefreshFn = Callable[[kopf.Body], None]
+
+
+class Gone(Exception):
+    """Raised by a refresh function when its object no longer exists: forget it.
+
+    kopf stops watching a namespace once it is marked for deletion, so the
+    DELETED events of its objects may never arrive.
+    """
+
+
+Key = tuple[str, str, str]  # plural, namespace, name
+
+
+class Refresher:
+    def __init__(self, max_parallel: int = 4) -> None:
+        self._refresh: dict[str, tuple[RefreshFn, float]] = {}
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._due: dict[Key, float] = {}
+        self._max_parallel = max_parallel
+        # kopf's context (its settings and Event queue) as seen in its handlers, so that
+        # kopf.event() works in the refresh functions, which run outside any handler.
+        self._kopf_context: contextvars.Context | None = None
+
+    def register(self, plural: str, refresh: RefreshFn, interval: float) -> None:
+        """Refresh every object of `plural` every `interval` seconds with `refresh(body)`."""
+        self._refresh[plural] = (refresh, interval)
+
+    def observe(self, plural: str, event: Mapping[str, Any]) -> None:
+        """Remember the newest body of an object from a watch event (or forget it).
+
+        Called from a kopf handler (`@kopf.on.event`), whose context it keeps.
+        """
+        self._kopf_context = contextvars.copy_context()
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        key = (plural, meta.get("namespace", ""), meta.get("name", ""))
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            self._bodies.pop(key, None)
+            self._due.pop(key, None)
+            return
+        self._bodies[key] = dict(obj)
+
+    def known(self) -> list[Key]:
+        return sorted(self._bodies)
+
+    async def run(self, stop: asyncio.Event, tick: float = 0.5) -> None:
+        """Refresh objects as they fall due, until `stop` is set."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._max_parallel)
+        running: set[asyncio.Task[None]] = set()
+        busy: set[Key] = set()
+
+        async def refresh_one(key: Key, refresh: RefreshFn, body: dict[str, Any]) -> None:
+            try:
+                async with slots:
+                    raw = cast(kopf.RawBody, body)
+                    context = (self._kopf_context or contextvars.copy_context()).copy()
+                    await loop.run_in_executor(None, context.run, refresh, kopf.Body(raw))
+            except Gone:
+                self._bodies.pop(key, None)
+                self._due.pop(key, None)
+            except (kopf.TemporaryError, kopf.PermanentError) as exc:
+                log.warning("refreshing %s %s/%s failed: %s", *key, exc)
+            except Exception:  # one object's failure must not stop the others' refreshes
+                log.exception("refreshing %s %s/%s failed", *key)
+            finally:
+                busy.discard(key)
+
+        while not stop.is_set():
+            now = loop.time()
+            for key in list(self._bodies):
+                refresh, interval = self._refresh.get(key[0], (None, 0.0))
+                if refresh is None or key in busy:
+                    continue
+                due = self._due.setdefault(key, now + interval)
+                if now < due:
+                    continue
+                self._due[key] = now + interval
+                busy.add(key)
+                task = loop.create_task(refresh_one(key, refresh, self._bodies[key]))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=tick)
+            except TimeoutError:
+                pass
+        if running:
+            await asyncio.wait(running, timeout=30)
+
+
+# One per operator process: the Playbook and AlertSource handlers register on it.
+REFRESHER = Refresher()

@@ -1,0 +1,303 @@
+"""Runs entry points for an alert: in `order`, each under its timeout, with
+its own `RunContext`; keeps a bounded history of runs and their totals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from kubesoar._alert import Alert
+from kubesoar._context import (
+    BackoffSleep,
+    RunContext,
+    bind_log_ids,
+    known_secret_values,
+    unbind_log_ids,
+)
+from kubesoar._jsonsafe import json_safe
+from kubesoar._redact import redact
+from kubesoar._sdk import EntryPoint
+
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "Engine", "Run", "RunTotals", "UnknownEntryPoints"]
+
+log = logging.getLogger("kubesoar.engine")
+
+DEFAULT_TIMEOUT_SECONDS: Final = 300.0
+DEFAULT_HISTORY: Final = 1000
+MAX_ERROR_CHARS: Final = 2000
+ABANDONED_ERROR: Final = "abandoned: the runtime shut down before the run finished"
+
+
+class UnknownEntryPoints(ValueError):
+    """Names asked for that the loaded module does not define."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"unknown entry points: {', '.join(sorted(names))}")
+        self.names = names
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(exc)).strip()
+    # Error text reaches the run record, the report, status and logs.
+    return redact(text, known_secret_values())[:MAX_ERROR_CHARS]
+
+
+@dataclass
+class Run:
+    """One delivery of an alert: the entry points it runs and what happened."""
+
+    id: str
+    alert: Alert
+    entry_points: list[EntryPoint]
+    correlation_id: str
+    idempotency_key: str | None = None
+    # queued -> running -> succeeded | failed, or abandoned (still queued or
+    # running when a drain window ended)
+    status: str = "queued"
+    created: str = field(default_factory=_now)
+    started: str | None = None
+    finished: str | None = None
+    duration_seconds: float | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in {"succeeded", "failed", "abandoned"}
+
+    def result_of(self, name: str) -> Any:
+        for result in self.results:
+            if result["name"] == name:
+                return result.get("result")
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runId": self.id,
+            "correlationId": self.correlation_id,
+            "idempotencyKey": self.idempotency_key,
+            "alertId": self.alert.id,
+            "playbooks": [entry.name for entry in self.entry_points],
+            "status": self.status,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "durationSeconds": self.duration_seconds,
+            "results": self.results,
+            "actions": self.attempts,
+            "error": self.error,
+        }
+
+
+@dataclass
+class RunTotals:
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    abandoned: int = 0  # also counted in failed
+    last_run_time: str | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        totals: dict[str, Any] = {
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "lastRunTime": self.last_run_time,
+            "lastError": self.last_error,
+        }
+        if self.abandoned:  # present once a drain left runs behind
+            totals["abandoned"] = self.abandoned
+        return totals
+
+
+class Engine:
+    """Selects and runs entry points. One per loaded module."""
+
+    def __init__(
+        self,
+        entry_points: Iterable[EntryPoint],
+        *,
+        default_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        secrets_dir: str | Path | None = None,
+        http_transport: httpx.AsyncBaseTransport | None = None,
+        history: int = DEFAULT_HISTORY,
+        on_finished: Callable[[Run], None] | None = None,
+        backoff_sleep: BackoffSleep | None = None,
+    ) -> None:
+        self.entry_points = list(entry_points)
+        self._by_name = {entry.name: entry for entry in self.entry_points}
+        self.default_timeout = default_timeout
+        self.secrets_dir = secrets_dir
+        self.http_transport = http_transport
+        self.totals = RunTotals()
+        self._history: OrderedDict[str, Run] = OrderedDict()
+        self._history_size = history
+        self._on_finished = on_finished
+        self.backoff_sleep = backoff_sleep  # how actions wait between retries
+
+    def select(self, alert: Alert, names: list[str] | None) -> list[EntryPoint]:
+        """Named entry points (in run order), or every triggered one whose
+        conditions match when `names` is None."""
+        if names is not None:
+            unknown = [name for name in names if name not in self._by_name]
+            if unknown:
+                raise UnknownEntryPoints(unknown)
+            wanted = set(names)
+            return [entry for entry in self.entry_points if entry.name in wanted]
+        match_dict = alert.as_match_dict()
+        return [
+            entry
+            for entry in self.entry_points
+            if entry.triggered_by(alert.source) and entry.condition.matches(match_dict)
+        ]
+
+    def create_run(
+        self,
+        alert: Alert,
+        entry_points: list[EntryPoint],
+        *,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        run_id = uuid.uuid4().hex
+        run = Run(
+            id=run_id,
+            alert=alert,
+            entry_points=entry_points,
+            correlation_id=correlation_id or run_id,
+            idempotency_key=idempotency_key,
+        )
+        self._history[run_id] = run
+        while len(self._history) > self._history_size:
+            self._history.popitem(last=False)
+        return run
+
+    def get(self, run_id: str) -> Run | None:
+        return self._history.get(run_id)
+
+    def history(self) -> list[Run]:
+        return list(self._history.values())
+
+    async def execute(self, run: Run) -> Run:
+        """Run each entry point in order; one failing does not stop the rest."""
+        run.status = "running"
+        run.started = _now()
+        clock = time.perf_counter()
+        log_token = bind_log_ids(run.id, run.correlation_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("run %s started: %s", run.id, ", ".join(e.name for e in run.entry_points))
+        try:
+            for entry in run.entry_points:
+                run.results.append(await self._run_entry(run, entry))
+        except asyncio.CancelledError:
+            run.error = ABANDONED_ERROR
+            run.results.append({"name": "", "status": "cancelled", "error": run.error})
+            raise
+        finally:
+            run.duration_seconds = round(time.perf_counter() - clock, 6)
+            run.finished = _now()
+            failed = [r for r in run.results if r["status"] != "succeeded"]
+            run.status = "failed" if failed else "succeeded"
+            if run.error == ABANDONED_ERROR:
+                run.status = "abandoned"
+                log.warning("run %s abandoned while running: %s", run.id, ABANDONED_ERROR)
+            elif failed and run.error is None:
+                run.error = f"{failed[0]['name']}: {failed[0].get('error')}"
+            self._count(run)
+            # A succeeded run is counted and kept in the history; a line each at the
+            # ingest rate would cost more than the run (DEBUG shows them).
+            log.log(
+                logging.DEBUG if run.status == "succeeded" else logging.INFO,
+                "run %s %s in %.3fs",
+                run.id,
+                run.status,
+                run.duration_seconds,
+            )
+            unbind_log_ids(log_token)
+        return run
+
+    def _count(self, run: Run) -> None:
+        self.totals.total += 1
+        self.totals.last_run_time = run.finished
+        if run.status == "succeeded":
+            self.totals.succeeded += 1
+        else:
+            self.totals.failed += 1
+            self.totals.last_error = run.error
+            if run.status == "abandoned":
+                self.totals.abandoned += 1
+        if self._on_finished is not None:
+            self._on_finished(run)
+
+    def abandon_queued(self) -> list[Run]:
+        """Mark every run still waiting for a worker as abandoned (the drain
+        window ended before it started): counted, and a WARNING per run id."""
+        left = [run for run in self._history.values() if run.status == "queued"]
+        for run in left:
+            run.status = "abandoned"
+            run.error = ABANDONED_ERROR
+            run.finished = _now()
+            log.warning("run %s abandoned while queued: %s", run.id, ABANDONED_ERROR)
+            self._count(run)
+        return left
+
+    async def _run_entry(self, run: Run, entry: EntryPoint) -> dict[str, Any]:
+        ctx = RunContext(
+            run_id=run.id,
+            correlation_id=run.correlation_id,
+            playbook=entry.name,
+            secrets_dir=self.secrets_dir,
+            http_transport=self.http_transport,
+            logger=logging.getLogger(f"kubesoar.playbook.{entry.name}"),
+            backoff_sleep=self.backoff_sleep,
+        )
+        timeout = entry.timeout or self.default_timeout
+        started = _now()
+        clock = time.perf_counter()
+        token = ctx.activate()
+        deadline = asyncio.timeout(timeout)
+        outcome: dict[str, Any] = {"name": entry.name, "started": started}
+        try:
+            args: tuple[Any, ...] = (run.alert, ctx) if entry.wants_context else (run.alert,)
+            async with deadline:
+                if asyncio.iscoroutinefunction(entry.func):
+                    value = await entry.func(*args)
+                else:
+                    value = await asyncio.to_thread(entry.func, *args)
+            outcome.update(status="succeeded", result=json_safe(value), error=None)
+        except TimeoutError as exc:
+            # The entry point's own deadline, or an action's that it let through.
+            if deadline.expired():
+                error = f"timed out after {timeout}s"
+                outcome.update(status="timeout", result=None, error=error)
+            else:
+                outcome.update(status="failed", result=None, error=_error_text(exc))
+        except Exception as exc:
+            ctx.logger.warning("entry point %s failed: %s", entry.name, _error_text(exc))
+            outcome.update(status="failed", result=None, error=_error_text(exc))
+        finally:
+            ctx.deactivate(token)
+            await ctx.aclose()
+            outcome["durationSeconds"] = round(time.perf_counter() - clock, 6)
+            for attempt in ctx.attempts:
+                run.attempts.append({"playbook": entry.name, **attempt})
+            if ctx.dropped_attempts:
+                outcome["droppedAttempts"] = ctx.dropped_attempts
+        return outcome
