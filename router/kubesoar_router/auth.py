@@ -1,9 +1,15 @@
 """Sender authentication: bearer tokens and HMAC-SHA256 signatures with replay protection.
 
 Bearer: `Authorization: Bearer <token>`, compared in constant time.
-HMAC: `<signatureHeader>: sha256=<hex of HMAC-SHA256(secret, timestamp + "." + body)>`
-and `<timestampHeader>: <Unix seconds>`; the timestamp must lie within the replay
-window of the router's clock, and a signature is accepted once per window.
+HMAC, signature scheme v1: `<timestampHeader>: <Unix seconds>` and
+`<signatureHeader>: v1=<hex of HMAC-SHA256(secret, message)>` where message is
+
+    "v1\n" + timestamp + "\n" + METHOD + "\n" + path + "\n" + body
+
+with path `/v1/namespaces/{namespace}/sources/{source}/alerts`. Binding the method and
+the path (namespace and source) means a signature made for one AlertSource is refused
+by every other, even one that shares the key. The timestamp must lie within the replay
+window of the router's clock, and a signature is accepted once.
 
 Answers: 401 for missing or invalid credentials (no header, wrong token, bad or
 stale timestamp, a replayed signature), 403 when a signature is well formed but
@@ -21,7 +27,7 @@ from kubesoar_router.errors import IngestError
 from kubesoar_router.expiring import ExpiringKeys
 from kubesoar_router.sourcespec import Auth
 
-SIGNATURE_PREFIX = "sha256="
+SIGNATURE_PREFIX = "v1="
 MAX_REPLAY_ENTRIES = 200_000
 
 
@@ -36,10 +42,15 @@ class Credentials:
         return "Credentials(<redacted>)"
 
 
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """The signature header value a sender computes (also used by tests and the bench)."""
-    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return SIGNATURE_PREFIX + digest
+def alerts_path(namespace: str, source: str) -> str:
+    """The ingest path a signature is bound to."""
+    return f"/v1/namespaces/{namespace}/sources/{source}/alerts"
+
+
+def sign(secret: bytes, timestamp: str, body: bytes, *, path: str, method: str = "POST") -> str:
+    """The signature header value a sender computes (scheme v1; the module docstring)."""
+    head = f"v1\n{timestamp}\n{method.upper()}\n{path}\n".encode()
+    return SIGNATURE_PREFIX + hmac.new(secret, head + body, hashlib.sha256).hexdigest()
 
 
 class ReplayCache(ExpiringKeys):
@@ -72,11 +83,12 @@ def authenticate(
     *,
     now: float,
     replay_cache: ReplayCache,
-    scope: str,
+    path: str,
+    method: str = "POST",
 ) -> bytes | None:
     """Check every configured method; return the replay-cache key reserved, if any.
 
-    `scope` (namespace/source) keeps one source's signatures apart from another's.
+    `path` is the canonical `alerts_path` of the source; the signature covers it.
     Raises `IngestError` (401/403) when a check fails.
     """
     if auth.bearer is not None:
@@ -100,12 +112,12 @@ def authenticate(
     secret = credentials.hmac_secret
     if secret is None:  # the snapshot never serves a source without its secret
         raise IngestError(503, "source_not_ready", "the source's HMAC secret is not available")
-    expected = sign(secret, timestamp, body)
+    expected = sign(secret, timestamp, body, path=path, method=method)
     if not hmac.compare_digest(expected.encode(), _header_bytes(signature)):
         raise IngestError(
             403, "signature_mismatch", "the signature does not match the timestamp and body"
         )
-    key = hashlib.sha256(f"{scope}\0{expected}".encode()).digest()
+    key = hashlib.sha256(f"{path}\0{expected}".encode()).digest()
     if not replay_cache.reserve(key, expires_at=sent_at + window, now=now):
         raise IngestError(401, "replayed_request", "this signature was already used; sign anew")
     return key

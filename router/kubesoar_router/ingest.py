@@ -177,7 +177,8 @@ async def _accept(
         body,
         now=now,
         replay_cache=router.replay_cache,
-        scope=f"{namespace}/{name}",
+        path=auth.alerts_path(namespace, name),
+        method=request.method,
     )
     try:
         return await _process(router, state, source, body, now, correlation_id), replay_key

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
-from kubesoar_router.auth import ReplayCache, sign
+from kubesoar_router.auth import ReplayCache, alerts_path, sign
 from kubesoar_router.snapshot import build_namespace
 from router_objects import alertsource, new_router
 
 TOKEN = "s3cret-token-value"
+REPO = Path(__file__).resolve().parents[2]
 HMAC_KEY = "hmac-shared-secret"
 ALERT = json.dumps({"title": "Suspicious login", "source_id": "evt-1"}).encode()
 PATH = "/v1/namespaces/tenant-a/sources/{name}/alerts"
@@ -26,6 +28,10 @@ def router_with_sources():
                 alertsource("bearer"),
                 alertsource(
                     "signed",
+                    spec={"auth": {"hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}},
+                ),
+                alertsource(
+                    "signed-too",
                     spec={"auth": {"hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}},
                 ),
                 alertsource(
@@ -46,14 +52,34 @@ def router_with_sources():
             secrets={"ingest": {"token": TOKEN.encode(), "hmac": HMAC_KEY.encode()}},
         )
     )
+    router.snapshot.put(
+        build_namespace(
+            "tenant-b",
+            alertsources=[
+                alertsource(
+                    "signed",
+                    spec={"auth": {"hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}},
+                )
+            ],
+            secrets={"ingest": {"hmac": HMAC_KEY.encode()}},
+        )
+    )
     return router
 
 
-def signed_headers(body: bytes, *, at: float | None = None, key: str = HMAC_KEY) -> dict[str, str]:
+def signed_headers(
+    body: bytes,
+    *,
+    at: float | None = None,
+    key: str = HMAC_KEY,
+    namespace: str = "tenant-a",
+    source: str = "signed",
+) -> dict[str, str]:
     timestamp = str(int(time.time() if at is None else at))
+    path = alerts_path(namespace, source)
     return {
         "X-Kubesoar-Timestamp": timestamp,
-        "X-Kubesoar-Signature": sign(key.encode(), timestamp, body),
+        "X-Kubesoar-Signature": sign(key.encode(), timestamp, body, path=path),
     }
 
 
@@ -134,7 +160,7 @@ async def test_hmac_timestamp_not_a_number(base_url):
 
 async def test_both_methods_are_required_when_both_are_set(base_url):
     timestamp = str(int(time.time()))
-    signature = sign(HMAC_KEY.encode(), timestamp, ALERT)
+    signature = sign(HMAC_KEY.encode(), timestamp, ALERT, path=alerts_path("tenant-a", "both"))
     only_hmac = {"X-Ts": timestamp, "X-Sig": signature}
     response = await post(base_url, "both", ALERT, only_hmac)
     assert response.status_code == 401
@@ -184,3 +210,29 @@ def test_replay_cache_is_bounded_and_expires():
     assert not cache.reserve(bytes([4]), expires_at=100.0, now=1.0)
     assert cache.reserve(bytes([4]), expires_at=300.0, now=101.0)  # the window ended
     assert len(cache) == 1
+
+
+async def test_a_signature_is_bound_to_its_source_and_namespace(base_url):
+    """Signed for tenant-a/signed: refused by another source and another namespace that
+    share the key (scheme v1 covers method and path), accepted where it was meant to go."""
+    headers = signed_headers(ALERT)
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        elsewhere = [
+            await client.post(PATH.format(name="signed-too"), content=ALERT, headers=headers),
+            await client.post(
+                "/v1/namespaces/tenant-b/sources/signed/alerts", content=ALERT, headers=headers
+            ),
+        ]
+    for response in elsewhere:
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "signature_mismatch"
+    assert (await post(base_url, "signed", ALERT, headers)).status_code == 202
+
+
+def test_the_documented_worked_example():
+    body = b'{"title":"Phishing email reported","severity":"high"}'
+    path = alerts_path("acme", "siem")
+    expected = "v1=ae8aa4b2b2ff638ee1f1b3f6500d0afbf703a55253b8aee1425b1a688344e0b4"
+    assert sign(b"example-secret", "1715677200", body, path=path) == expected
+    for doc in ("docs/reference/alertsource.md", "docs/reference/ingest-openapi.yaml"):
+        assert expected in (REPO / doc).read_text()

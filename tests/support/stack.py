@@ -189,18 +189,19 @@ class KubesoarStack:
         self, namespace: str, source: str, alert: Any, *, token: str, hmac_key: str
     ) -> httpx.Response:
         """POST `alert` to the router as a sender would: bearer token and HMAC signature."""
-        from kubesoar_router.auth import sign
+        from kubesoar_router.auth import alerts_path, sign
 
         body = json.dumps(alert).encode()
         timestamp = str(int(time.time()))
+        path = alerts_path(namespace, source)
         return httpx.post(
-            f"{self.router_url}/v1/namespaces/{namespace}/sources/{source}/alerts",
+            f"{self.router_url}{path}",
             content=body,
             headers={
                 "Content-Type": "application/json",
                 "Authorization": f"Bearer {token}",
                 "X-Kubesoar-Timestamp": timestamp,
-                "X-Kubesoar-Signature": sign(hmac_key.encode(), timestamp, body),
+                "X-Kubesoar-Signature": sign(hmac_key.encode(), timestamp, body, path=path),
             },
             timeout=30,
         )
