@@ -34,6 +34,10 @@ class ArtifactError(ValueError):
     """`path` is missing at the commit, or the folder exceeds the limits."""
 
 
+class ArtifactTooLarge(ArtifactError):
+    """The folder exceeds the limits: the same commit always will (terminal, not retried)."""
+
+
 @dataclass(frozen=True)
 class Artifact:
     data: bytes
@@ -51,20 +55,30 @@ def pack(repo: git.Repo, sha: str, path: str) -> Artifact:
             raise ArtifactError(f"path {folder!r} does not exist at commit {sha[:12]}") from None
         if tree.type != "tree":
             raise ArtifactError(f"path {folder!r} is not a folder at commit {sha[:12]}")
-    files: list[tuple[str, int, bytes]] = []
+    # Sizes come from the object headers (`cat-file --batch-check`), so a huge blob is
+    # refused before a byte of it is read: memory stays bounded by MAX_UNPACKED_BYTES.
+    blobs = [
+        item
+        for item in tree.traverse()
+        if isinstance(item, git.Blob) and item.mode in (_GIT_FILE, _GIT_EXECUTABLE)
+    ]  # symlinks (0o120000) and submodules ("commit") stay out
+    if len(blobs) > MAX_FILES:
+        raise ArtifactTooLarge(
+            f"path {folder or '/'!r} has {len(blobs)} files; the limit is {MAX_FILES}"
+        )
     total = 0
-    for item in tree.traverse():
-        if not isinstance(item, git.Blob) or item.mode not in (_GIT_FILE, _GIT_EXECUTABLE):
-            continue  # symlinks (0o120000) and submodules ("commit") stay out
-        data: bytes = item.data_stream.read()
-        total += len(data)
-        if total > MAX_UNPACKED_BYTES or len(files) >= MAX_FILES:
-            raise ArtifactError(
-                f"path {folder or '/'!r} exceeds {MAX_FILES} files or "
-                f"{MAX_UNPACKED_BYTES // (1024 * 1024)} MiB"
+    for blob in blobs:
+        total += blob.size
+        if total > MAX_UNPACKED_BYTES:
+            raise ArtifactTooLarge(
+                f"path {folder or '/'!r} is over the limit of "
+                f"{MAX_UNPACKED_BYTES // (1024 * 1024)} MiB unpacked "
+                f"({blob.path} alone is {blob.size} bytes)"
             )
-        rel = os.path.relpath(str(item.path), folder) if folder else str(item.path)
-        files.append((rel, item.mode, data))
+    files: list[tuple[str, int, bytes]] = []
+    for blob in blobs:
+        rel = os.path.relpath(str(blob.path), folder) if folder else str(blob.path)
+        files.append((rel, blob.mode, blob.data_stream.read()))
     return Artifact(*_tarball(files))
 
 

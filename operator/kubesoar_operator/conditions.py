@@ -72,6 +72,11 @@ ARTIFACT_FAILED = _reason(
 APPLY_FAILED = _reason(
     "ApplyFailed", "The API server refused a child object (quota, admission, RBAC)."
 )
+ARTIFACT_TOO_LARGE = _reason(
+    "ArtifactTooLarge",
+    "The folder at `path` has a file or a total over the operator's limits (named in the "
+    "message); nothing is retried until the spec or the commit changes.",
+)
 ROLLING_OUT = _reason("RollingOut", "Pods of the new revision are starting.")
 LOAD_FAILED = _reason(
     "LoadFailed", "The runtime could not import the module; the message has the error and line."
@@ -83,7 +88,7 @@ RUNTIME_UNAVAILABLE = _reason(
 
 IN_PROGRESS = frozenset({PROGRESSING, ROLLING_OUT})
 """Not failures: the operator waits for work under way (Reconciling)."""
-TERMINAL = frozenset({INVALID_SPEC, LOAD_FAILED})
+TERMINAL = frozenset({INVALID_SPEC, LOAD_FAILED, ARTIFACT_TOO_LARGE})
 """Failures retrying cannot heal: a spec change or a new commit must (Stalled).
 
 A module that fails to import is terminal: the same commit fails the same way on

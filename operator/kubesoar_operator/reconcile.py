@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubesoar_operator import children, metrics, render, report
 from kubesoar_operator import conditions as c
-from kubesoar_operator.artifacts import ArtifactError, ArtifactStore, pack
+from kubesoar_operator.artifacts import ArtifactError, ArtifactStore, ArtifactTooLarge, pack
 from kubesoar_operator.gitsource import Credentials, GitClient, Resolved, SourceError
 from kubesoar_operator.kube import Kube
 from kubesoar_operator.report import PodState
@@ -88,6 +88,8 @@ class _State:
     digests: list[str] = field(default_factory=list)
     # The status this operator last wrote; fresher than a body a timer was handed.
     last_status: dict[str, Any] | None = None
+    # (commit, path) found too large: not fetched or packed again (terminal).
+    refused: tuple[str, str] | None = None
     # (Event reason, message) -> when it was last posted, to keep flapping from flooding.
     posted: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -211,6 +213,8 @@ class Reconciler:
                     raise SourceError(c.SECRET_NOT_FOUND, f"secret {secret_name!r} not found")
                 creds = Credentials.from_secret_data(data)
             resolved = self.git.resolve(git_spec.url, git_spec.ref, creds)
+            if state.refused == (resolved.sha, spec.source.path) and state.last_error:
+                raise ArtifactTooLarge(state.last_error[1])
             if (
                 changed
                 or artifact_missing
@@ -220,6 +224,9 @@ class Reconciler:
                 repo = self.git.fetch(git_spec.url, resolved, creds)
                 try:
                     artifact = pack(repo, resolved.sha, spec.source.path)
+                except ArtifactTooLarge:
+                    state.refused = (resolved.sha, spec.source.path)
+                    raise
                 finally:
                     repo.close()
                 self.store.put(namespace, name, artifact)
@@ -231,6 +238,9 @@ class Reconciler:
         except (SourceError, ArtifactError, ApiException) as exc:
             state.failures += 1
             delay = float(min(MAX_BACKOFF, MIN_BACKOFF * 2.0 ** (state.failures - 1)))
+            if isinstance(exc, ArtifactTooLarge):
+                # Terminal for this commit: only re-resolve at the interval, for a fix.
+                delay = float(spec.source.interval_seconds)
             state.retry_at, state.key = now + delay, key
             state.last_error = _source_failure(exc, creds)
             obs.source_error = state.last_error
@@ -346,6 +356,8 @@ def _source_failure(exc: Exception, creds: Credentials | None) -> tuple[str, str
     secrets = creds.secret_values() if creds else []
     if isinstance(exc, SourceError):
         return exc.reason, sanitize(exc.message, secrets)
+    if isinstance(exc, ArtifactTooLarge):
+        return c.ARTIFACT_TOO_LARGE, sanitize(str(exc), secrets)
     if isinstance(exc, ArtifactError):
         return c.ARTIFACT_FAILED, sanitize(str(exc), secrets)
     assert isinstance(exc, ApiException)

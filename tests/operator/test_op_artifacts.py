@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -14,8 +15,14 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import git
 import pytest
-from kubesoar_operator import artifact_server
-from kubesoar_operator.artifacts import Artifact, ArtifactError, ArtifactStore, pack
+from kubesoar_operator import artifact_server, artifacts
+from kubesoar_operator.artifacts import (
+    Artifact,
+    ArtifactError,
+    ArtifactStore,
+    ArtifactTooLarge,
+    pack,
+)
 from kubesoar_operator.signing import Signer, window_expiry
 from support.git_http import GitHTTPServer
 
@@ -141,3 +148,34 @@ async def test_server_serves_signed_urls_only(served: tuple[str, Signer, Artifac
         missing = signer.url(base, "tenant-a", "pb", "f" * 64)
         async with session.get(missing) as response:
             assert response.status == 404
+
+
+def test_a_folder_over_the_limits_is_refused_before_its_blobs_are_read(
+    git_server: GitHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sizes come from the object headers: a huge (but well-compressed) file is refused
+    with the limit named, without the operator ever holding it in memory."""
+    monkeypatch.setattr(artifacts, "MAX_UNPACKED_BYTES", 1024 * 1024)
+    big = "0" * (8 * 1024 * 1024)
+    work = git_server.create_repo("huge", {"pb/triage.py": "X = 1\n", "pb/blob.txt": big})
+    repo = git.Repo(work.bare)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArtifactTooLarge, match=r"limit of 1 MiB.*pb/blob.txt"):
+            pack(repo, work.head(), "pb/")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        repo.close()
+    assert peak < 4 * 1024 * 1024  # the 8 MiB blob was never read
+
+
+def test_a_folder_with_too_many_files_is_refused(
+    git_server: GitHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(artifacts, "MAX_FILES", 3)
+    work = git_server.create_repo("many", {f"pb/m{i}.py": "X = 1\n" for i in range(5)})
+    repo = git.Repo(work.bare)
+    with pytest.raises(ArtifactTooLarge, match="5 files; the limit is 3"):
+        pack(repo, work.head(), "pb")
+    repo.close()
