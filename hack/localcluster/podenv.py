@@ -3,6 +3,9 @@
 Processes are not chrooted, so a path inside a volume's mountPath means the
 volume's folder on this machine: every command word, argument, env value and
 workingDir that equals or starts with a mountPath is rewritten to that folder.
+An env value may also name a parent folder of mountPaths (KUBESOAR_SECRETS_DIR
+holds one Secret mount per integration): it is rewritten to the folder on this
+machine that holds those mounts' folders the same way.
 """
 
 from __future__ import annotations
@@ -138,13 +141,34 @@ class PathRewriter:
             ((m.rstrip("/") or "/", h) for m, h in mounts), key=lambda m: len(m[0]), reverse=True
         )
 
-    def rewrite(self, value: str) -> str:
+    def rewrite(self, value: str, *, parents: bool = False) -> str:
+        """`value` on this machine when it is (under) a mountPath; with `parents`, also
+        when it is a folder above mountPaths, as long as their folders here sit below
+        one folder the same way (else `value` is left as written)."""
         for mount_path, host_path in self._mounts:
             if mount_path == "/":
                 continue
             if value == mount_path or value.startswith(mount_path + "/"):
                 return host_path + value[len(mount_path) :]
-        return value
+        folder = value.rstrip("/")
+        if not parents or not folder.startswith("/"):
+            return value
+        # /var/run/kubesoar/secrets above .../secrets/vt -> <pod root>/var/run/kubesoar/secrets
+        hosts: set[str | None] = set()
+        for mount_path, host_path in self._mounts:
+            if mount_path.startswith(folder + "/"):
+                below = mount_path[len(folder) :]
+                hosts.add(host_path[: -len(below)] if host_path.endswith(below) else None)
+        (host,) = hosts if len(hosts) == 1 else (None,)
+        return value if host is None else host + value[len(folder) :]
+
+    def rewrite_env(self, env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
+        """`env` with the pod spec's paths mapped, folders above mountPaths included.
+
+        Only what the pod spec says is rewritten: the agent's own values (`base`: HOME,
+        TMPDIR under the state dir, this Python) are host paths already, and may well
+        start with a mount path such as /tmp when the checkout or state dir lives there."""
+        return {k: v if base.get(k) == v else self.rewrite(v, parents=True) for k, v in env.items()}
 
     def rewrite_all(self, values: Sequence[str]) -> list[str]:
         return [self.rewrite(v) for v in values]

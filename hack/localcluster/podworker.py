@@ -304,10 +304,9 @@ class PodWorker:
             )
 
         await self._retry_until_ok(resolve)
-        # Only what the pod spec says is rewritten: the agent's own paths (HOME, TMPDIR
-        # under the state dir, this Python) are host paths already, and may well start
-        # with a mount path such as /tmp when the checkout or state dir lives there.
-        env = {k: v if base.get(k) == v else rewriter.rewrite(v) for k, v in env.items()}
+        # The spec's paths only (the agent's own, in `base`, are host paths already),
+        # folders above mount paths (KUBESOAR_SECRETS_DIR) included.
+        env = rewriter.rewrite_env(env, base)
         kubeconfig = self._in_cluster_kubeconfig(rewriter)
         if kubeconfig is not None:
             env.setdefault("KUBECONFIG", str(kubeconfig))

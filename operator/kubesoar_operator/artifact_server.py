@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
+from kubesoar import _caller as caller
 
 from kubesoar_operator.artifacts import DIGEST, NAME, ArtifactStore
 from kubesoar_operator.signing import Signer
@@ -49,7 +50,12 @@ def make_app(
             return _error(404, "not_found", "no such artifact (the operator may be re-packing it)")
         return web.FileResponse(
             path,
-            headers={"Content-Type": "application/gzip", "Cache-Control": "private, max-age=0"},
+            headers={
+                "Content-Type": "application/gzip",
+                "Cache-Control": "private, max-age=0",
+                # Only a holder of this Playbook's signed URL gets the Playbook's token.
+                caller.TOKEN_HEADER: signer.caller_token(namespace, name),
+            },
         )
 
     async def healthz(_: web.Request) -> web.Response:

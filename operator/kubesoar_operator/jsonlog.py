@@ -6,6 +6,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from kubesoar._logs import RedactingFilter
+
 from kubesoar_operator.sanitize import sanitize
 
 
@@ -24,12 +26,16 @@ class JSONFormatter(logging.Formatter):
             entry["object"] = f"{ref.get('namespace', '')}/{ref.get('name', '')}".lstrip("/")
         if record.exc_info:
             entry["error"] = sanitize(self.formatException(record.exc_info))
+        elif record.exc_text:  # RedactingFilter keeps a redacted traceback here
+            entry["error"] = sanitize(record.exc_text)
         return json.dumps(entry, ensure_ascii=False)
 
 
 def configure(verbose: bool = False) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JSONFormatter())
+    # The artifact server's aiohttp logs a malformed request's raw headers.
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

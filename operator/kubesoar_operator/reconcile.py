@@ -327,7 +327,8 @@ class Reconciler:
             ready=int(dep_status.get("readyReplicas") or 0),
             pods=pods,
         )
-        reports = report.collect(self.http, pods, render.RUNTIME_PORT)
+        token = self.signer.caller_token(namespace, name)
+        reports = report.collect(self.http, pods, render.RUNTIME_PORT, token)
         obs.summary = report.aggregate(reports, obs.rollout.commit)
 
     def _publish(

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from kubesoar import _caller as caller
+
 from kubesoar_operator.spec import PlaybookSpec
 
 DEFAULT_IMAGE = "ghcr.io/kubesoar/kubesoar:0.1.0"
@@ -130,6 +132,7 @@ def _env(ctx: RenderContext) -> list[dict[str, Any]]:
         "KUBESOAR_TIMEOUT_SECONDS": str(spec.runtime.timeout_seconds),
         "KUBESOAR_SECRETS_DIR": SECRETS_DIR,
         "KUBESOAR_DRAIN_SECONDS": str(drain_seconds(spec)),
+        caller.AUTH_ENV: "required",
         "TMPDIR": TMP_DIR,
     }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from kubesoar import _caller as caller
 
 log = logging.getLogger("kubesoar_operator.report")
 
@@ -49,12 +50,13 @@ class Summary:
     reports_at_commit: int = 0
 
 
-def fetch_report(client: httpx.Client, pod: PodState, port: int) -> PodReport:
+def fetch_report(client: httpx.Client, pod: PodState, port: int, token: str = "") -> PodReport:
     if not pod.ip:
         return PodReport(pod, error="no pod IP yet")
     url = f"http://{pod.ip}:{port}/v1/report"
+    headers = {"Authorization": caller.authorization(token)} if token else {}
     try:
-        with client.stream("GET", url, timeout=TIMEOUT) as response:
+        with client.stream("GET", url, timeout=TIMEOUT, headers=headers) as response:
             body = b""
             for chunk in response.iter_bytes():
                 body += chunk
@@ -71,12 +73,15 @@ def fetch_report(client: httpx.Client, pod: PodState, port: int) -> PodReport:
     return PodReport(pod, report=data)
 
 
-def collect(client: httpx.Client, pods: Iterable[PodState], port: int) -> list[PodReport]:
+def collect(
+    client: httpx.Client, pods: Iterable[PodState], port: int, token: str = ""
+) -> list[PodReport]:
+    """Reports of up to MAX_PODS pods, presenting the Playbook's caller `token`."""
     chosen = list(pods)[:MAX_PODS]
     if not chosen:
         return []
     with ThreadPoolExecutor(max_workers=min(8, len(chosen))) as pool:
-        return list(pool.map(lambda p: fetch_report(client, p, port), chosen))
+        return list(pool.map(lambda p: fetch_report(client, p, port, token), chosen))
 
 
 def _entry_point(raw: Mapping[str, Any]) -> dict[str, Any]:

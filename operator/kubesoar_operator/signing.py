@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from kubesoar import _caller as caller
+
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 KEY_BYTES = 32
 
@@ -33,6 +35,10 @@ class Signer:
         if path is None:
             return cls(secrets.token_bytes(KEY_BYTES))
         return cls(path.read_bytes().strip())
+
+    def caller_token(self, namespace: str, name: str) -> str:
+        """The Playbook's runtime caller token (kubesoar._caller)."""
+        return caller.caller_token(self._key, namespace, name)
 
     def signature(self, namespace: str, name: str, digest: str, expires: int) -> str:
         message = f"{namespace}\n{name}\n{digest}\n{expires}".encode()

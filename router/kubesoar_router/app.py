@@ -15,6 +15,18 @@ HEALTH_PATH = "/healthz"
 # As the runtime's (kubesoar._server.GC_GEN0_THRESHOLD): young collections every
 # 700 allocations cost the ingest path about a tenth of its CPU (bench/README.md).
 GC_GEN0_THRESHOLD = 10_000
+# Bounds on a request's head, checked by aiohttp's parser before any handler runs (a 400
+# past them). The request line carries at most a 63-character namespace and a
+# 253-character source name; alert senders, proxies included, send a few dozen headers.
+# aiohttp 3.14 defaults to 8190/8190/128; older releases allowed 32768 headers.
+MAX_LINE_SIZE = 4096
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 64
+HANDLER_ARGS = {
+    "max_line_size": MAX_LINE_SIZE,
+    "max_field_size": MAX_FIELD_SIZE,
+    "max_headers": MAX_HEADERS,
+}
 
 
 def tune_gc() -> None:
@@ -45,7 +57,7 @@ def create_ingest_app(router: Router, *, serve_metrics: bool = False) -> web.App
     """The ingest app; it opens the delivery client session on startup and closes it after."""
     # The handler reads the body itself against `router.max_body_bytes` (to answer 413
     # as JSON), so aiohttp's own limit only needs to be out of the way.
-    app = web.Application(client_max_size=router.max_body_bytes + 1)
+    app = web.Application(client_max_size=router.max_body_bytes + 1, handler_args=HANDLER_ARGS)
     app[ROUTER_KEY] = router
 
     async def client_session(app: web.Application) -> AsyncIterator[None]:
@@ -64,7 +76,7 @@ def create_ingest_app(router: Router, *, serve_metrics: bool = False) -> web.App
 
 
 def create_metrics_app(router: Router) -> web.Application:
-    app = web.Application()
+    app = web.Application(handler_args=HANDLER_ARGS)
     app[ROUTER_KEY] = router
     app.router.add_get("/metrics", _metrics)
     return app

@@ -8,12 +8,13 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from kubesoar_router import logs, statuswriter
 from kubesoar_router.app import create_ingest_app, create_metrics_app, tune_gc
-from kubesoar_router.ingest import DEFAULT_MAX_BODY_BYTES, Router
+from kubesoar_router.ingest import BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES, Router
 from kubesoar_router.kubeapi import KubeApi
 from kubesoar_router.snapshot import Snapshot
 from kubesoar_router.watch import Watcher
@@ -36,10 +37,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_SECONDS,
+        help="seconds a request body may take to arrive (then 408)",
+    )
+    parser.add_argument(
         "--status-interval",
         type=float,
         default=statuswriter.DEFAULT_INTERVAL_SECONDS,
         help="seconds between counter writes to AlertSource status (0 turns them off)",
+    )
+    parser.add_argument(
+        "--caller-key-file",
+        type=Path,
+        help="the operator's signing key: runtime pods accept runs only with tokens made from it",
     )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(list(argv))
@@ -56,7 +68,13 @@ async def serve(args: argparse.Namespace) -> None:
     host, port = split_listen(args.listen)
     namespaces = [n for n in args.namespace if n != "all"] or None
     api = KubeApi.from_config(args.kubeconfig)
-    router = Router(snapshot=Snapshot(), max_body_bytes=args.max_body_bytes)
+    router = Router(
+        snapshot=Snapshot(), max_body_bytes=args.max_body_bytes, body_timeout=args.body_timeout
+    )
+    if args.caller_key_file is not None:
+        router.caller_key = args.caller_key_file.read_bytes().strip()
+    else:
+        logger.warning("no --caller-key-file: runtime pods will refuse this router's runs")
     # No access log: a line per request (JSON-formatted) would cost more than routing the
     # alert; the metrics count requests and refusals are logged with their reason.
     runners = [

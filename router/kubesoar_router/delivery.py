@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
+from kubesoar import _caller as caller
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -231,12 +232,14 @@ class Deliverer:
         body: bytes,
         correlation_id: str,
         key: str | None = None,
+        token: str = "",
     ) -> DeliveryResult:
+        """`token` is the Playbook's caller token (kubesoar._caller), sent on every attempt."""
         if not endpoints:
             return DeliveryResult(playbook, error="no ready runtime endpoint")
         last_error = "not attempted"
         for endpoint in self._order(namespace, playbook, endpoints, key):
-            attempt = await self._post(endpoint, body)
+            attempt = await self._post(endpoint, body, token)
             retries = 0
             while (
                 attempt.outcome is Outcome.AMBIGUOUS and retries < self.policy.same_endpoint_retries
@@ -246,7 +249,7 @@ class Deliverer:
                     namespace, playbook, endpoint, attempt, correlation_id, "retrying it"
                 )
                 await asyncio.sleep(self.policy.retry_pause)
-                retry = await self._post(endpoint, body)
+                retry = await self._post(endpoint, body, token)
                 # A refusal after an ambiguous attempt: the endpoint did not keep the key
                 # (a runtime checks keys before its queue), or it is gone. Either way
                 # another endpoint is next; say what happened first.
@@ -300,13 +303,17 @@ class Deliverer:
             },
         )
 
-    async def _post(self, endpoint: Endpoint, body: bytes) -> Attempt:
+    async def _post(self, endpoint: Endpoint, body: bytes, token: str = "") -> Attempt:
         """One attempt: the runtime's answer, classified."""
+        headers = _HEADERS
+        if token:
+            headers = CIMultiDict(_HEADERS)
+            headers["Authorization"] = caller.authorization(token)
         try:
             async with self._session.post(
                 _runs_url(endpoint),
                 data=body,
-                headers=_HEADERS,
+                headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:

@@ -1,10 +1,19 @@
 """The ingest API: `POST /v1/namespaces/{ns}/sources/{source}/alerts`.
 
-Pipeline: known source (404) -> body size (413) -> source usable (503) -> auth
-(401/403) -> JSON (400) -> normalise (400) -> rate limit (429) -> dedup (202,
-duplicate) -> match in the URL's namespace only -> deliver to every matched
-Playbook -> 202, or 503 with Retry-After if any delivery failed (the alert is then
-not remembered by dedup, and an HMAC signature is released, so the retry goes through).
+Pipeline: router synced (503 not_ready) -> body size and read time (413, 408) ->
+known, usable source and its auth (401) -> suspended (503) -> JSON (400) -> normalise
+(400) -> rate limit (429) -> dedup (202, duplicate) -> match in the URL's namespace
+only -> deliver to every matched Playbook -> 202, or 503 with Retry-After if any
+delivery failed (the alert is then not remembered by dedup, and an HMAC signature is
+released, so the retry goes through).
+
+Before a request has authenticated, the answer must not tell whether its AlertSource
+exists: an unknown namespace or source, a source that cannot authenticate anyone (an
+invalid spec, a missing Secret) and every failed credential check all get the same
+401 `unauthorized` with the same message (`Unauthenticated`). The body is read (and
+bounded) before the source is looked up, so 413 and 408 do not tell either. The
+distinct reason goes to the rejected-alerts metric and the log, never to the caller.
+Only an authenticated sender learns that its source is suspended.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 from kubesoar import _bodies as bodies
+from kubesoar import _caller as caller
 
 from kubesoar_router import auth, delivery, normalisers
 from kubesoar_router.counters import CounterBook
@@ -39,6 +49,24 @@ CORRELATION_HEADER = "X-Correlation-Id"
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 DELIVERY_RETRY_AFTER = 5
 SUSPENDED_RETRY_AFTER = 60
+# The whole body must arrive within this many seconds of the handler starting to read
+# it (a slow or stalled sender otherwise holds a connection and a handler forever).
+BODY_TIMEOUT_SECONDS = 30.0
+UNAUTHORIZED = "unauthorized"
+UNAUTHORIZED_MESSAGE = "authentication failed for this source"
+
+
+class Unauthenticated(IngestError):
+    """Any refusal before authentication: one public answer, the reason kept inside.
+
+    `reason` (a stable code such as `unknown_source` or `invalid_token`) labels the
+    rejected-alerts metric and the log line; `detail` is logged. Neither is sent.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(401, UNAUTHORIZED, UNAUTHORIZED_MESSAGE)
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass
@@ -49,10 +77,14 @@ class Router:
     deliverer: delivery.Deliverer | None = None
     delivery_policy: delivery.DeliveryPolicy = field(default_factory=delivery.DeliveryPolicy)
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
+    # The operator's signing key, from which each Playbook's caller token is derived
+    # (kubesoar._caller); None sends no token (runtime pods the operator renders refuse).
+    caller_key: bytes | None = None
     counters: CounterBook = field(default_factory=CounterBook)
     dedup: DedupCache = field(default_factory=DedupCache)
     replay_cache: auth.ReplayCache = field(default_factory=auth.ReplayCache)
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout: float = BODY_TIMEOUT_SECONDS
     clock: Callable[[], float] = time.time
     _buckets: dict[tuple[str, str, float, int], TokenBucket] = field(default_factory=dict)
 
@@ -79,9 +111,14 @@ def error_response(error: IngestError, correlation_id: str | None = None) -> web
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     if correlation_id:
         headers[CORRELATION_HEADER] = correlation_id
-    return web.json_response(
+    response = web.json_response(
         {"error": error.code, "message": error.message}, status=error.status, headers=headers
     )
+    if error.status == 408:
+        # The rest of the body may still be on its way: the connection cannot carry
+        # another request, and waiting for it is what the timeout refused to do.
+        response.force_close()
+    return response
 
 
 def alert_id_for(namespace: str, source: str, body: bytes) -> str:
@@ -90,11 +127,19 @@ def alert_id_for(namespace: str, source: str, body: bytes) -> str:
     return "al-" + digest.hexdigest()[:32]
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(
+    request: web.Request, limit: int, seconds: float = BODY_TIMEOUT_SECONDS
+) -> bytes:
+    """The whole body: 413 past `limit` bytes, 408 if it has not arrived in `seconds`."""
     try:
-        return await bodies.read_body(request, limit)
+        async with asyncio.timeout(seconds):
+            return await bodies.read_body(request, limit)
     except bodies.BodyError as exc:
         raise IngestError(exc.status, exc.code, exc.message) from None
+    except TimeoutError:
+        raise IngestError(
+            408, "body_timeout", f"the request body did not arrive within {seconds:g} s"
+        ) from None
 
 
 def parse_json(body: bytes) -> Any:
@@ -110,43 +155,79 @@ async def handle_alert(request: web.Request) -> web.Response:
     source_name = request.match_info["source"]
     presented = request.headers.get(CORRELATION_HEADER, "")
     correlation_id = presented if _CORRELATION_ID.match(presented) else os.urandom(16).hex()
-    state = router.snapshot.get(namespace)
-    source = state.sources.get(source_name) if state else None
     if not router.snapshot.synced:
         return error_response(
             IngestError(503, "not_ready", "the router has not synced yet", retry_after=1),
             correlation_id,
         )
-    if state is None or source is None:
-        router.metrics.rejected.labels(UNKNOWN, UNKNOWN, "unknown_source").inc()
-        return error_response(
-            IngestError(404, "unknown_source", f"no AlertSource {source_name!r} in {namespace!r}"),
-            correlation_id,
-        )
-    router.metrics.source(namespace, source_name).received.inc()
-    counts = router.counters.of(namespace, source_name)
-    counts.received += 1
-    replay_key: bytes | None = None
+    state = router.snapshot.get(namespace)
+    source = state.sources.get(source_name) if state else None
+    if state is not None and source is not None:
+        router.metrics.source(namespace, source_name).received.inc()
+        router.counters.of(namespace, source_name).received += 1
     try:
-        response, replay_key = await _accept(request, router, state, source, correlation_id)
+        # Read (and bound) the body before looking at the source: the answer to an
+        # oversized or slow body must be the same whether the source exists or not.
+        body = await read_body(request, router.max_body_bytes, router.body_timeout)
+        if state is None or source is None:
+            raise Unauthenticated("unknown_source", "no such AlertSource")
+        return await _accept(request, router, state, source, body, correlation_id)
     except IngestError as error:
-        counts.rejected += 1
-        router.metrics.rejected.labels(namespace, source_name, error.code).inc()
-        if replay_key is not None:
-            router.replay_cache.release(replay_key)
-        logger.info(
-            "alert refused",
-            extra={
-                "correlationId": correlation_id,
-                "namespace": namespace,
-                "source": source_name,
-                "status": error.status,
-                "error": error.code,
-                "reason": error.message,
-            },
+        return _refused(router, error, namespace, source_name, correlation_id, known=source)
+
+
+def _refused(
+    router: Router,
+    error: IngestError,
+    namespace: str,
+    source_name: str,
+    correlation_id: str,
+    *,
+    known: Source | None,
+) -> web.Response:
+    reason = error.reason if isinstance(error, Unauthenticated) else error.code
+    detail = error.detail if isinstance(error, Unauthenticated) else error.message
+    extra = {
+        "correlationId": correlation_id,
+        "namespace": namespace,
+        "source": source_name,
+        "status": error.status,
+        "error": reason,
+        "reason": detail,
+    }
+    if known is None:
+        # Unbounded label values (and log lines) from whoever probes for names: the
+        # metric counts them under "-", the log only at DEBUG.
+        router.metrics.rejected.labels(UNKNOWN, UNKNOWN, reason).inc()
+        logger.debug("alert refused", extra=extra)
+    else:
+        router.counters.of(namespace, source_name).rejected += 1
+        router.metrics.rejected.labels(namespace, source_name, reason).inc()
+        logger.info("alert refused", extra=extra)
+    return error_response(error, correlation_id)
+
+
+def _authenticate(
+    request: web.Request, router: Router, source: Source, body: bytes, now: float
+) -> bytes | None:
+    """The replay-cache key reserved, if any; `Unauthenticated` for every refusal."""
+    if source.problem is not None or source.spec is None:
+        # No usable spec or credentials: nobody can authenticate. The reason (which
+        # Secret, which field) is on the AlertSource's status and in the log.
+        raise Unauthenticated("source_not_ready", source.problem or "no valid spec")
+    try:
+        return auth.authenticate(
+            source.spec.auth,
+            source.credentials,
+            request.headers,
+            body,
+            now=now,
+            replay_cache=router.replay_cache,
+            path=auth.alerts_path(source.namespace, source.name),
+            method=request.method,
         )
-        return error_response(error, correlation_id)
-    return response
+    except IngestError as error:  # 401/403, or 503 for credentials not available
+        raise Unauthenticated(error.code, error.message) from None
 
 
 async def _accept(
@@ -154,35 +235,24 @@ async def _accept(
     router: Router,
     state: NamespaceState,
     source: Source,
+    body: bytes,
     correlation_id: str,
-) -> tuple[web.Response, bytes | None]:
-    namespace, name = source.namespace, source.name
-    body = await read_body(request, router.max_body_bytes)
-    if source.problem is not None or source.spec is None:
-        # The reason (which Secret, which field) is on the AlertSource's status,
-        # not told to an unauthenticated caller.
-        raise IngestError(
-            503, "source_not_ready", "the source is not ready; see its status", retry_after=30
-        )
-    spec = source.spec
-    if spec.suspend:
-        raise IngestError(
-            503, "source_suspended", "the source is suspended", retry_after=SUSPENDED_RETRY_AFTER
-        )
+) -> web.Response:
     now = router.clock()
-    replay_key = auth.authenticate(
-        spec.auth,
-        source.credentials,
-        request.headers,
-        body,
-        now=now,
-        replay_cache=router.replay_cache,
-        path=auth.alerts_path(namespace, name),
-        method=request.method,
-    )
+    replay_key = _authenticate(request, router, source, body, now)
     try:
-        return await _process(router, state, source, body, now, correlation_id), replay_key
+        assert source.spec is not None  # _authenticate refuses a source without one
+        if source.spec.suspend:
+            raise IngestError(
+                503,
+                "source_suspended",
+                "the source is suspended",
+                retry_after=SUSPENDED_RETRY_AFTER,
+            )
+        return await _process(router, state, source, body, now, correlation_id)
     except IngestError:
+        # A refused or failed request releases its signature, so the sender may retry
+        # the very same signed request.
         if replay_key is not None:
             router.replay_cache.release(replay_key)
         raise
@@ -283,6 +353,10 @@ async def _deliver_all(
     async def one(match: Any) -> delivery.DeliveryResult:
         started = time.perf_counter()
         key = delivery.idempotency_key(alert.id, namespace, match.playbook)
+        token = ""
+        if router.caller_key is not None:
+            token = caller.caller_token(router.caller_key, namespace, match.playbook)
+            key = caller.secret_idempotency_key(token, key)
         body = delivery.run_request_body(
             key=key, correlation_id=correlation_id, entries=match.entries, alert_json=alert_json
         )
@@ -293,6 +367,7 @@ async def _deliver_all(
             body=body,
             correlation_id=correlation_id,
             key=key,
+            token=token,
         )
         metrics.delivery_seconds.observe(time.perf_counter() - started)
         (metrics.delivered_ok if result.ok else metrics.delivered_failed).inc()

@@ -1,10 +1,13 @@
-"""JSON log lines: one object per line, the `extra` fields (correlation id...) included."""
+"""JSON log lines: one object per line, the `extra` fields (correlation id...) included,
+credentials redacted (`kubesoar._logs.RedactingFilter`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
+
+from kubesoar._logs import RedactingFilter
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -27,12 +30,16 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # RedactingFilter keeps a redacted traceback here
+            line["exception"] = record.exc_text
         return json.dumps(line, default=str)
 
 
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
+    # aiohttp's "Error handling request" quotes a malformed request's raw headers.
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from kubesoar import _caller as caller
+
 # One URL cleaner for the whole package: the artifact URL carries its signature in the query.
 from kubesoar._redact import clean_url as safe_url
 
@@ -39,8 +41,11 @@ class FetchError(Exception):
     """The artifact could not be fetched, verified or unpacked."""
 
 
-def download(url: str, destination: Path, *, max_bytes: int, timeout: float = 30.0) -> str:
-    """Stream `url` into `destination`; returns the hex sha256 of the bytes."""
+def download(
+    url: str, destination: Path, *, max_bytes: int, timeout: float = 30.0
+) -> tuple[str, str | None]:
+    """Stream `url` into `destination`: the hex sha256 of the bytes, and the caller token
+    the artifact server sent with them (kubesoar._caller), if any."""
     digest = hashlib.sha256()
     size = 0
     shown = safe_url(url)
@@ -51,6 +56,7 @@ def download(url: str, destination: Path, *, max_bytes: int, timeout: float = 30
         ):
             if response.status_code != 200:
                 raise FetchError(f"GET {shown}: HTTP {response.status_code}")
+            token = response.headers.get(caller.TOKEN_HEADER)
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise FetchError(f"GET {shown}: artifact is larger than {max_bytes} bytes")
@@ -64,7 +70,7 @@ def download(url: str, destination: Path, *, max_bytes: int, timeout: float = 30
     except httpx.HTTPError as exc:
         # httpx messages can include the full URL; name the type and safe URL only.
         raise FetchError(f"GET {shown}: {type(exc).__name__}") from None
-    return digest.hexdigest()
+    return digest.hexdigest(), token
 
 
 def _check_member(member: tarfile.TarInfo, root: Path) -> None:
@@ -132,7 +138,7 @@ def fetch_artifact(env: Mapping[str, str]) -> Path:
     target = workspace / "src"
     with tempfile.TemporaryDirectory(dir=workspace, prefix=".fetch-") as scratch:
         tarball = Path(scratch) / "artifact.tar"
-        actual = download(url, tarball, max_bytes=max_bytes)
+        actual, token = download(url, tarball, max_bytes=max_bytes)
         if not hmac.compare_digest(actual, expected):
             raise FetchError(
                 f"sha256 mismatch for {safe_url(url)}: expected {expected}, got {actual}"
@@ -143,6 +149,12 @@ def fetch_artifact(env: Mapping[str, str]) -> Path:
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
+    if token:
+        token_file = workspace / caller.TOKEN_FILE
+        token_file.unlink(missing_ok=True)
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as out:
+            out.write(token)
     print(f"kubesoar fetch: {count} entries from {safe_url(url)} into {target}", file=sys.stderr)
     return target
 

@@ -7,6 +7,7 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import ValidationError
 
+from kubesoar import _caller as caller
 from kubesoar._alert import Alert
 from kubesoar._bodies import BodyError, parse_json, read_body
 from kubesoar._engine import UnknownEntryPoints
@@ -125,10 +126,33 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+def _caller_auth(token: bytes) -> Any:
+    """Middleware: `/v1/...` only for callers holding the Playbook's token (kubesoar._caller).
+
+    Probes and metrics stay open: the kubelet and Prometheus carry no token, and they
+    reveal no run or alert.
+    """
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/v1/") and not caller.is_authorized(
+            request.headers.get("Authorization"), token
+        ):
+            return _error(401, "unauthorized", "this runtime serves its router and operator only")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return check
+
+
 def build_app(service: RuntimeService) -> web.Application:
     # client_max_size bounds anything aiohttp itself buffers; read_body
     # enforces the runtime's own limit with a JSON answer.
-    app = web.Application(client_max_size=service.settings.max_body_bytes + 1024)
+    token = service.settings.caller_token()
+    middlewares = [_caller_auth(token)] if token is not None else []
+    app = web.Application(
+        client_max_size=service.settings.max_body_bytes + 1024, middlewares=middlewares
+    )
     app[SERVICE_KEY] = service
     app.router.add_post("/v1/runs", post_run)
     app.router.add_get("/v1/runs/{run_id}", get_run)

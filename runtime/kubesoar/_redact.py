@@ -7,11 +7,16 @@ the request that failed: `https://user:token@host/...`, `?apikey=...`, an
 
 * URLs lose their userinfo, query string and fragment;
 * `user:password@host` without a scheme loses its userinfo;
-* `Authorization: <scheme> <credentials>`, `Bearer <token>` and
-  credential-looking `key: value` / `key=value` pairs (`api_key`, `apikey`,
-  `x-api-key`, `access_token`, `password`, `secret`, `token`) keep the key only;
+* `Authorization: <scheme> <credentials>`, `Bearer <token>`, signature headers
+  (`X-Hub-Signature-256: sha256=...`) and credential-looking `key: value` /
+  `key=value` pairs (`api_key`, `apikey`, `x-api-key`, `access_token`,
+  `password`, `secret`, `token`) keep the key only;
 * every known secret value is masked, also in the encodings it travels in
   (base64 and URL-safe base64, as HTTP basic auth sends it).
+
+`mask_raw_bytes` hides the raw request bytes an HTTP parser error quotes
+(`b'...'`): a folded or malformed `Authorization` header shows its token
+there without the header name, where no rule above can recognise it.
 
 Pure and standard-library only: the operator (`kubesoar_operator.sanitize`)
 and the runtime share it.
@@ -25,7 +30,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["MASK", "MIN_SECRET_LENGTH", "clean_url", "redact", "redact_urls"]
+__all__ = ["MASK", "MIN_SECRET_LENGTH", "clean_url", "mask_raw_bytes", "redact", "redact_urls"]
 
 MASK: Final = "***"
 # Shorter values would mask ordinary words; secrets are longer than this.
@@ -41,6 +46,12 @@ _AUTH_HEADER = re.compile(
     r"(?:(basic|bearer|token|digest|negotiate|apikey)\s+)?[^\s,;'\"]+"
 )
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+# `X-Hub-Signature-256: sha256=...`, `X-Signature: v1=...`, `Stripe-Signature=t=1,v1=...`.
+_SIGNATURE_HEADER = re.compile(
+    r"(?i)\b([\w-]*signature(?:-\d+)?['\"]?[ \t]*[:=][ \t]*['\"]?)[^\s;'\"]+"
+)
+# A bytes literal as `repr` writes it: b'...' or b"...", escapes included.
+_BYTES_LITERAL = re.compile(r"""\bb(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")""")
 _CREDENTIAL_PAIR = re.compile(
     r"(?i)\b((?:x-)?api[-_]?key|access[-_]?token|refresh[-_]?token|client[-_]?secret"
     r"|password|passwd|secret|token)(['\"]?\s*[:=]\s*['\"]?)[^\s,;&'\"}]+"
@@ -70,6 +81,12 @@ def redact_urls(text: str) -> str:
     if "@" in text:
         text = _BARE_USERINFO.sub("", text)
     return text
+
+
+def mask_raw_bytes(text: str) -> str:
+    """`text` with every bytes literal (`b'...'`, as a parser error quotes the raw
+    request) replaced by `b'***'`."""
+    return _BYTES_LITERAL.sub(f"b'{MASK}'", text) if "b'" in text or 'b"' in text else text
 
 
 def _auth_header(match: re.Match[str]) -> str:
@@ -104,4 +121,6 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     out = redact_urls(out)
     out = _AUTH_HEADER.sub(_auth_header, out)
     out = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", out)
+    if "ignature" in out:
+        out = _SIGNATURE_HEADER.sub(lambda m: f"{m.group(1)}{MASK}", out)
     return _CREDENTIAL_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", out)

@@ -123,6 +123,7 @@ def main_runtime(argv: Sequence[str] | None = None) -> int:
     configure_json_logging(getattr(logging, str(args.log_level).upper(), logging.INFO))
     try:
         settings = RuntimeSettings.from_env()
+        settings.caller_token()  # a missing or empty token file stops here, clearly
     except SettingsError as exc:
         log.error("invalid settings: %s", exc)
         return 2

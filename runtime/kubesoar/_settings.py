@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubesoar._caller import AUTH_ENV, TOKEN_FILE
+
 __all__ = ["RuntimeSettings", "SettingsError"]
 
 
@@ -57,6 +59,9 @@ class RuntimeSettings:
     secrets_dir: Path
     max_body_bytes: int
     history: int
+    # Callers must present the token (kubesoar._caller); False only outside a pod, where
+    # the runtime serves without caller authentication (local development, tests).
+    caller_auth: bool = False
 
     @property
     def source_dir(self) -> Path:
@@ -81,4 +86,18 @@ class RuntimeSettings:
             secrets_dir=Path(env.get("KUBESOAR_SECRETS_DIR") or "/var/run/kubesoar/secrets"),
             max_body_bytes=_int(env, "KUBESOAR_MAX_BODY_BYTES", 1 << 20),
             history=_int(env, "KUBESOAR_RUN_HISTORY", 1000),
+            caller_auth=env.get(AUTH_ENV, "").strip() == "required",
         )
+
+    def caller_token(self) -> bytes | None:
+        """The token callers must present, or None when caller auth is off."""
+        if not self.caller_auth:
+            return None
+        path = self.workspace / TOKEN_FILE
+        try:
+            token = path.read_bytes().strip()
+        except OSError as exc:
+            raise SettingsError(f"cannot read the caller token {path}: {exc.strerror}") from None
+        if not token:
+            raise SettingsError(f"the caller token {path} is empty")
+        return token

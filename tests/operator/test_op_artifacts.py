@@ -123,10 +123,15 @@ async def test_server_serves_signed_urls_only(served: tuple[str, Signer, Artifac
     async with aiohttp.ClientSession() as session:
         async with session.get(url) as response:
             assert response.status == 200 and await response.read() == b"tarball-bytes"
+            # The Playbook's runtime caller token travels with its code, and only with it.
+            token = response.headers["X-Kubesoar-Caller-Token"]
+            assert token == signer.caller_token("tenant-a", "pb")
+            assert token != signer.caller_token("tenant-b", "pb")
         # The same signature does not open another tenant's copy.
         other = url.replace("/tenant-a/", "/tenant-b/")
         async with session.get(other) as response:
             assert response.status == 403
+            assert "X-Kubesoar-Caller-Token" not in response.headers
             assert (await response.json())["error"] == "forbidden"
         tampered = url.replace(query["sig"][0], "0" * 64)
         async with session.get(tampered) as response:

@@ -128,10 +128,21 @@ def test_signing_key_is_generated_or_taken_from_an_existing_secret(chart):
     args = container(one(objects, "Deployment", "-operator"))["args"]
     assert "--signing-key-file=/var/run/kubesoar/signing-key/signing-key" in args
 
+    # The router holds the same key: runtime caller tokens derive from it.
+    router = one(objects, "Deployment", "-router")["spec"]["template"]["spec"]
+    assert [v["secret"]["secretName"] for v in router["volumes"] if "secret" in v] == [
+        "ks-kubesoar-signing-key"
+    ]
+    assert (
+        "--caller-key-file=/var/run/kubesoar/signing-key/signing-key"
+        in container(one(objects, "Deployment", "-router"))["args"]
+    )
+
     objects = chart({"operator": {"signingKey": {"existingSecret": "my-key"}}})
     assert not find(objects, "Secret")
-    volumes = one(objects, "Deployment", "-operator")["spec"]["template"]["spec"]["volumes"]
-    assert [v["secret"]["secretName"] for v in volumes if "secret" in v] == ["my-key"]
+    for component in ("-operator", "-router"):
+        volumes = one(objects, "Deployment", component)["spec"]["template"]["spec"]["volumes"]
+        assert [v["secret"]["secretName"] for v in volumes if "secret" in v] == ["my-key"]
 
 
 def test_cluster_scope_serves_all_namespaces(chart):

@@ -169,7 +169,11 @@ def test_operator_and_router_work_with_the_chart_rbac_only(
         router_port = free_port()
         router_args = with_overrides(
             container(one(objects, "Deployment", "-router"))["args"],
-            {"--listen": f"127.0.0.1:{router_port}", "--metrics-port": "0"},
+            {
+                "--listen": f"127.0.0.1:{router_port}",
+                "--metrics-port": "0",
+                "--caller-key-file": str(key_file),
+            },
         )
         router_kubeconfig = token_kubeconfig(
             kubectl, system, router_sa, tmp_path / "router.kubeconfig"

@@ -1,4 +1,7 @@
-"""Sender authentication through the real ingest server: the bearer/HMAC matrix."""
+"""Sender authentication through the real ingest server: the bearer/HMAC matrix.
+
+Every refusal before authentication is the same 401 `unauthorized` (it must not tell
+whether the source exists); which check failed is on the rejected-alerts metric."""
 
 from __future__ import annotations
 
@@ -93,6 +96,31 @@ async def post(base_url: str, name: str, body: bytes, headers: dict[str, str]) -
         return await client.post(PATH.format(name=name), content=body, headers=headers)
 
 
+# The one answer to every request that did not authenticate.
+UNAUTHORIZED = {"error": "unauthorized", "message": "authentication failed for this source"}
+
+
+async def assert_refused(
+    base_url: str,
+    response: httpx.Response,
+    reason: str,
+    *,
+    source: str,
+    namespace: str = "tenant-a",
+) -> None:
+    """`response` is the uniform 401, and the router counted it under `reason`."""
+    assert response.status_code == 401, response.text
+    assert response.json() == UNAUTHORIZED
+    assert "Retry-After" not in response.headers
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        metrics = (await client.get("/metrics")).text
+    series = (
+        "kubesoar_router_alerts_rejected_total"
+        f'{{namespace="{namespace}",reason="{reason}",source="{source}"}}'
+    )
+    assert series in metrics, metrics
+
+
 @pytest.mark.parametrize(
     ("headers", "status", "code"),
     [
@@ -108,7 +136,7 @@ async def test_bearer(base_url, headers, status, code):
     response = await post(base_url, "bearer", ALERT, headers)
     assert response.status_code == status, response.text
     if code:
-        assert response.json()["error"] == code
+        await assert_refused(base_url, response, code, source="bearer")
         assert TOKEN not in response.text
     else:
         assert response.json()["duplicate"] is False
@@ -119,43 +147,38 @@ async def test_hmac_good_signature_is_accepted_once(base_url):
     first = await post(base_url, "signed", ALERT, headers)
     assert first.status_code == 202, first.text
     replayed = await post(base_url, "signed", ALERT, headers)
-    assert replayed.status_code == 401
-    assert replayed.json()["error"] == "replayed_request"
+    await assert_refused(base_url, replayed, "replayed_request", source="signed")
 
 
 async def test_hmac_missing_headers(base_url):
     response = await post(base_url, "signed", ALERT, {})
-    assert response.status_code == 401
-    assert response.json()["error"] == "missing_signature"
+    await assert_refused(base_url, response, "missing_signature", source="signed")
 
 
-async def test_hmac_tampered_body_is_forbidden(base_url):
+async def test_hmac_tampered_body_is_refused(base_url):
     headers = signed_headers(ALERT)
     tampered = ALERT.replace(b"Suspicious", b"Harmless!!")
     response = await post(base_url, "signed", tampered, headers)
-    assert response.status_code == 403
-    assert response.json()["error"] == "signature_mismatch"
+    await assert_refused(base_url, response, "signature_mismatch", source="signed")
 
 
-async def test_hmac_wrong_secret_is_forbidden(base_url):
+async def test_hmac_wrong_secret_is_refused(base_url):
     response = await post(base_url, "signed", ALERT, signed_headers(ALERT, key="other"))
-    assert response.status_code == 403
+    await assert_refused(base_url, response, "signature_mismatch", source="signed")
 
 
 @pytest.mark.parametrize("offset", [-301, 301])
 async def test_hmac_stale_timestamp(base_url, offset):
     headers = signed_headers(ALERT, at=time.time() + offset)
     response = await post(base_url, "signed", ALERT, headers)
-    assert response.status_code == 401
-    assert response.json()["error"] == "stale_timestamp"
+    await assert_refused(base_url, response, "stale_timestamp", source="signed")
 
 
 async def test_hmac_timestamp_not_a_number(base_url):
     headers = signed_headers(ALERT)
     headers["X-Kubesoar-Timestamp"] = "yesterday"
     response = await post(base_url, "signed", ALERT, headers)
-    assert response.status_code == 401
-    assert response.json()["error"] == "invalid_timestamp"
+    await assert_refused(base_url, response, "invalid_timestamp", source="signed")
 
 
 async def test_both_methods_are_required_when_both_are_set(base_url):
@@ -163,12 +186,10 @@ async def test_both_methods_are_required_when_both_are_set(base_url):
     signature = sign(HMAC_KEY.encode(), timestamp, ALERT, path=alerts_path("tenant-a", "both"))
     only_hmac = {"X-Ts": timestamp, "X-Sig": signature}
     response = await post(base_url, "both", ALERT, only_hmac)
-    assert response.status_code == 401
-    assert response.json()["error"] == "missing_credentials"
+    await assert_refused(base_url, response, "missing_credentials", source="both")
     only_bearer = {"Authorization": f"Bearer {TOKEN}"}
     response = await post(base_url, "both", ALERT, only_bearer)
-    assert response.status_code == 401
-    assert response.json()["error"] == "missing_signature"
+    await assert_refused(base_url, response, "missing_signature", source="both")
     response = await post(base_url, "both", ALERT, {**only_hmac, **only_bearer})
     assert response.status_code == 202, response.text
 
@@ -223,9 +244,10 @@ async def test_a_signature_is_bound_to_its_source_and_namespace(base_url):
                 "/v1/namespaces/tenant-b/sources/signed/alerts", content=ALERT, headers=headers
             ),
         ]
-    for response in elsewhere:
-        assert response.status_code == 403, response.text
-        assert response.json()["error"] == "signature_mismatch"
+    await assert_refused(base_url, elsewhere[0], "signature_mismatch", source="signed-too")
+    await assert_refused(
+        base_url, elsewhere[1], "signature_mismatch", source="signed", namespace="tenant-b"
+    )
     assert (await post(base_url, "signed", ALERT, headers)).status_code == 202
 
 

@@ -380,8 +380,8 @@ async def test_an_unsure_endpoint_that_dies_is_failed_over(runtime_factory, rout
     outcomes = []
 
     class KillAfterFirstAttempt(Deliverer):
-        async def _post(self, endpoint, body):
-            attempt = await super()._post(endpoint, body)
+        async def _post(self, endpoint, body, token=""):
+            attempt = await super()._post(endpoint, body, token)
             outcomes.append((endpoint, attempt.outcome))
             if attempt.outcome is Outcome.AMBIGUOUS:
                 stopped.stop()  # SIGKILL, also for a stopped process

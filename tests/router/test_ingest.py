@@ -88,15 +88,26 @@ async def test_oversized_chunked_body_is_413(base_url):
     assert response.status_code == 413
 
 
-async def test_unknown_source_and_namespace_are_404(base_url):
+UNAUTHORIZED = {"error": "unauthorized", "message": "authentication failed for this source"}
+
+
+async def test_unknown_source_and_namespace_are_the_uniform_401(base_url):
     response = await post(base_url, "nope", b"{}")
-    assert response.status_code == 404
-    assert response.json()["error"] == "unknown_source"
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORIZED
     async with httpx.AsyncClient(base_url=base_url) as client:
         response = await client.post(
             "/v1/namespaces/other/sources/siem/alerts", content=b"{}", headers=AUTH
         )
-    assert response.status_code == 404
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORIZED
+
+
+async def test_oversized_body_to_an_unknown_source_is_413_too(base_url):
+    big = json.dumps({"title": "x", "description": "a" * 5000})
+    response = await post(base_url, "nope", big)
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
 
 
 async def test_rate_limit_is_429_with_retry_after(base_url):
@@ -128,11 +139,28 @@ async def test_suspended_source_is_503(base_url):
     assert "Retry-After" in response.headers
 
 
-async def test_source_without_its_secret_is_503_without_details(base_url):
+async def test_suspended_source_is_told_only_after_authentication(base_url):
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        response = await post(base_url, "paused", json.dumps({"title": "x"}), headers)
+        assert response.status_code == 401
+        assert response.json() == UNAUTHORIZED
+        assert "Retry-After" not in response.headers
+
+
+async def test_source_without_its_secret_is_the_uniform_401(base_url):
+    """Nobody can authenticate to it; the missing Secret is on its status and in the
+    rejected-alerts metric, not in the answer."""
     response = await post(base_url, "nosecret", json.dumps({"title": "x"}))
-    assert response.status_code == 503
-    assert response.json()["error"] == "source_not_ready"
-    assert "gone" not in response.text  # the Secret's name is on the status, not here
+    assert response.status_code == 401
+    assert response.json() == UNAUTHORIZED
+    assert "Retry-After" not in response.headers
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        metrics = (await client.get("/metrics")).text
+    series = (
+        "kubesoar_router_alerts_rejected_total"
+        '{namespace="tenant-a",reason="source_not_ready",source="nosecret"}'
+    )
+    assert f"{series} 1.0" in metrics
 
 
 async def test_correlation_id_is_echoed_or_made(base_url):

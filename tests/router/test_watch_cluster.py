@@ -188,13 +188,14 @@ async def test_watch_routes_and_follows_changes(
             response = await send(ns_b, {**high, "source_id": "2"})
             assert response.status_code == 202 and len(response.json()["deliveries"]) == 1
 
-            # The Secret goes away: the source is not ready (503), and comes back.
+            # The Secret goes away: nobody can authenticate to the source (the uniform
+            # 401 `unauthorized`, as for a source that does not exist), and comes back.
             core = k8s.CoreV1Api(k8s_client)
             core.delete_namespaced_secret("ingest", ns_b)
 
             async def not_ready():
                 response = await send(ns_b, {**high, "source_id": "3"})
-                return response.status_code == 503
+                return response.status_code == 401
 
             assert await eventually(not_ready)
             core.create_namespaced_secret(

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from kubesoar._idempotency import DEFAULT_MAX_ENTRIES, IdempotencyCache
 from kubesoar._server import RuntimeServer
-from kubesoar._settings import RuntimeSettings
+from kubesoar._settings import RuntimeSettings, SettingsError
 
 GATED_MODULE = """\
 import asyncio
@@ -167,7 +167,7 @@ async def test_report_probes_and_a_full_run(start_runtime: Any) -> None:
 @pytest.mark.parametrize(
     ("body", "status", "code", "message"),
     [
-        (b"{not json", 400, "invalid_json", "not valid JSON"),
+        (b"{not json", 400, "invalid_json", "invalid JSON at line 1"),
         (b"[]", 400, "invalid_body", "must be a JSON object"),
         (json.dumps({"alert": {}}).encode(), 400, "invalid_field", "idempotencyKey is required"),
         (
@@ -480,3 +480,30 @@ async def test_hostile_run_bodies_are_400(start_runtime: Any, alert: bytes) -> N
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_json"
+
+
+async def test_only_callers_with_the_playbooks_token_are_served(
+    start_runtime: Any, tmp_path: Path
+) -> None:
+    """A pod the operator rendered (KUBESOAR_CALLER_AUTH=required) serves `/v1/...` only to
+    holders of its token: another tenant's pod can neither plant a run nor read the report."""
+    (tmp_path / "caller-token").write_text("the-playbooks-token\n")
+    _, client = await start_runtime("served_auth", GATED_MODULE, caller_auth="required")
+    good = {"Authorization": "Bearer the-playbooks-token"}
+    for headers in ({}, {"Authorization": "Bearer guessed"}, {"Authorization": "Basic x"}):
+        planted = await client.post("/v1/runs", json=_run_body("decoy"), headers=headers)
+        assert planted.status_code == 401
+        assert planted.json()["error"] == "unauthorized"
+        assert (await client.get("/v1/report", headers=headers)).status_code == 401
+    assert (await client.get("/healthz")).status_code == 200  # probes carry no token
+    assert (await client.get("/readyz")).status_code == 200
+    report = await client.get("/v1/report", headers=good)
+    assert report.status_code == 200 and report.json()["runs"]["total"] == 0  # no decoy ran
+    accepted = await client.post("/v1/runs", json=_run_body("real"), headers=good)
+    assert accepted.status_code == 202
+
+
+def test_a_required_token_that_is_missing_stops_the_runtime(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, "whatever", caller_auth="required")
+    with pytest.raises(SettingsError, match="caller-token"):
+        settings.caller_token()

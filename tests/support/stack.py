@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -121,6 +122,14 @@ class KubesoarStack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    def _signing_key(self) -> Path:
+        """One key for both, as the chart mounts one Secret into both (a restart keeps it)."""
+        path = self.workdir / "signing-key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(32))
+        return path
+
     def _scope_args(self) -> list[str]:
         args: list[str] = []
         for ns in self.namespaces:
@@ -137,6 +146,7 @@ class KubesoarStack:
             "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
             "--state-dir", str(self.workdir / "operator-state"),
             "--status-interval", str(self.status_interval),
+            "--signing-key-file", str(self._signing_key()),
         ]  # fmt: skip
         if os.environ.get("KUBESOAR_OPERATOR_VERBOSE"):
             argv.append("--verbose")  # kopf's debug lines, to follow a handler's life
@@ -157,6 +167,7 @@ class KubesoarStack:
             "--listen", f"127.0.0.1:{self.router_port}",
             "--metrics-port", "0",
             "--status-interval", str(self.status_interval),
+            "--caller-key-file", str(self._signing_key()),
         ]  # fmt: skip
         proc = _Process("router", argv, self.workdir / "router.log")
         proc.start(self._env())
