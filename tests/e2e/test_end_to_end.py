@@ -10,6 +10,7 @@ alert the router acknowledged was executed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -38,25 +39,32 @@ pytestmark = pytest.mark.cluster
 
 GIT_USER, GIT_PASSWORD = "soc", "e2e-git-password-3f9c"
 HMAC_KEY = "e2e-hmac-key-6b1d"
+TICKETING_KEY = "e2e-ticketing-api-key-5e2a"
 TENANTS = ("acme", "globex")
 
 PLAYBOOK_CODE = '''
 """Triage: record each high-severity alert at the sink (stands in for a ticketing API)."""
 import os
 
+import hashlib
+
 import httpx
-from kubesoar import Alert, action, playbook
+from kubesoar import Alert, action, current_context, playbook
 
 VERSION = "{version}"
 
 
 @action(timeout=10, retries=3, retry_backoff=1.5)
 async def record(alert: Alert) -> int:
+    # The ticketing credential, read from the Secret mounted for this Playbook; only its
+    # digest leaves the pod, so the test can prove the pod read the right value.
+    api_key = current_context().secret("ticketing", "apiKey")
     async with httpx.AsyncClient(timeout=5) as client:
         answer = await client.post(
             os.environ["SINK_URL"],
             json={{"alertId": alert.id, "tenant": alert.tenant, "version": VERSION,
-                   "title": alert.title}},
+                   "title": alert.title,
+                   "secretDigest": hashlib.sha256(api_key.encode()).hexdigest()}},
         )
         answer.raise_for_status()
         return answer.status_code
@@ -157,6 +165,8 @@ class World:
              "stringData": {"username": GIT_USER, "password": GIT_PASSWORD}},
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
              "stringData": {"token": token, "hmac": HMAC_KEY}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ticketing-api"},
+             "stringData": {"apiKey": TICKETING_KEY}},
             {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
              "metadata": {"name": "siem"},
              "spec": {"format": "generic", "auth": {
@@ -183,7 +193,10 @@ class World:
                 },
                 "module": module,
                 "replicas": 2,
-                "runtime": {"env": [{"name": "SINK_URL", "value": self.sink.url}]},
+                "runtime": {
+                    "env": [{"name": "SINK_URL", "value": self.sink.url}],
+                    "secrets": [{"name": "ticketing", "secretRef": {"name": "ticketing-api"}}],
+                },
             },
         }
 
@@ -266,6 +279,10 @@ def test_signed_alert_runs_the_playbook_and_status_counts_it(world: World) -> No
             json.dumps(find_run(world.cluster.kubectl, world.namespaces["acme"], "triage", run_id))
         )
         raise
+
+    # The run read the Playbook's Secret inside the pod (ctx.secret), the right value.
+    record = next(r for r in world.sink.records if r["alertId"] == receipt["alertId"])
+    assert record["secretDigest"] == hashlib.sha256(TICKETING_KEY.encode()).hexdigest()
 
     def counted() -> bool:
         runs = world.get("acme", "playbook", "triage")["status"].get("runs", {})
@@ -371,7 +388,7 @@ def test_no_credential_reaches_status_events_or_logs(world: World) -> None:
         for kind in ("playbooks", "alertsources", "events"):
             texts.append(world.cluster.kubectl("-n", ns, "get", kind, "-o", "yaml").stdout)
     blob = "\n".join(texts)
-    for secret in (GIT_PASSWORD, HMAC_KEY, *TOKENS.values()):
+    for secret in (GIT_PASSWORD, HMAC_KEY, TICKETING_KEY, *TOKENS.values()):
         assert secret not in blob
 
 
@@ -403,6 +420,10 @@ def test_alertsource_without_its_secret_is_stalled_with_an_event(world: World) -
 
     wait_for("a SecretNotFound Warning Event", warned, timeout=30)
 
-    # The router refuses the source until the Secret exists: a retryable answer, no 202.
+    # The router refuses the source until the Secret exists, never with a 202. Before
+    # authentication the answer is the same as for a source that does not exist (401):
+    # the AlertSource's status and Event above are where its owner learns why.
     answer = world.stack.send_alert(ns, "edr", high_alert("x"), token="t", hmac_key=HMAC_KEY)
-    assert answer.status_code == 503, answer.text
+    assert answer.status_code == 401, answer.text
+    unknown = world.stack.send_alert(ns, "nope", high_alert("x"), token="t", hmac_key=HMAC_KEY)
+    assert (unknown.status_code, unknown.json()) == (401, answer.json())
