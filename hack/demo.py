@@ -172,7 +172,8 @@ def run_local(args: argparse.Namespace) -> int:
         run_id = answer.json()["deliveries"][0]["runId"]
 
         def finished() -> dict[str, Any] | None:
-            run = find_run(kubectl, NAMESPACE, "triage", run_id)
+            caller = stack.caller_token(NAMESPACE, "triage")
+            run = find_run(kubectl, NAMESPACE, "triage", run_id, token=caller)
             return run if run and run.get("status") not in ("queued", "running") else None
 
         result = wait_for("the run to finish", finished, timeout=60)

@@ -9,6 +9,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from kubesoar._redact import mask_raw_bytes, redact
 
 __all__ = ["JsonFormatter", "RedactingFilter", "configure_json_logging"]
@@ -29,11 +31,22 @@ class RedactingFilter(logging.Filter):
     without the header name. A changed traceback is kept as `exc_text` (and
     `exc_info` dropped), which the JSON formatters write instead.
 
+    A request aiohttp's parser refused (a client's mistake, answered 400) is logged by
+    aiohttp at ERROR with a traceback; it becomes one INFO line naming the error, so
+    hostile input cannot flood the error log or page anyone.
+
     On the handler rather than a logger, so that records of every logger
     (aiohttp's, third parties') pass through it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from_aiohttp = record.name == "aiohttp" or record.name.startswith("aiohttp.")
+        if from_aiohttp and record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            error = record.exc_info[1]
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "refused a malformed HTTP request (%s, HTTP %s)"
+            record.args = (type(error).__name__, error.code)
+            record.exc_info, record.exc_text = None, None
+            return True
         try:
             message = record.getMessage()
         except Exception:  # bad arguments: leave it to the handler's error path

@@ -276,7 +276,15 @@ def test_signed_alert_runs_the_playbook_and_status_counts_it(world: World) -> No
     except TimeoutError:
         run_id = receipt["deliveries"][0]["runId"]
         print(
-            json.dumps(find_run(world.cluster.kubectl, world.namespaces["acme"], "triage", run_id))
+            json.dumps(
+                find_run(
+                    world.cluster.kubectl,
+                    world.namespaces["acme"],
+                    "triage",
+                    run_id,
+                    token=world.stack.caller_token(world.namespaces["acme"], "triage"),
+                )
+            )
         )
         raise
 

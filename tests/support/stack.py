@@ -122,6 +122,12 @@ class KubesoarStack:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    def caller_token(self, namespace: str, playbook: str) -> str:
+        """The token the runtime pods of `playbook` accept (as the router derives it)."""
+        from kubesoar._caller import caller_token
+
+        return caller_token(self._signing_key().read_bytes().strip(), namespace, playbook)
+
     def _signing_key(self) -> Path:
         """One key for both, as the chart mounts one Secret into both (a restart keeps it)."""
         path = self.workdir / "signing-key"
@@ -228,11 +234,14 @@ def find_run(
     namespace: str,
     playbook: str,
     run_id: str,
+    *,
+    token: str,
 ) -> dict[str, Any] | None:
     """`GET /v1/runs/{id}` from each runtime endpoint of `playbook` until one knows the run.
 
     Runtime pods are reached at their own addresses, found through the Playbook
-    Service's EndpointSlices, as the router finds them.
+    Service's EndpointSlices, as the router finds them, with the Playbook's caller
+    `token` (`KubesoarStack.caller_token`): pods serve nobody else.
     """
     slices = kubectl_json(
         kubectl, "-n", namespace, "get", "endpointslices", "-l",
@@ -242,7 +251,11 @@ def find_run(
         port = next((p["port"] for p in item.get("ports") or [] if p.get("name") == "http"), None)
         for endpoint in item.get("endpoints") or []:
             for address in endpoint.get("addresses", []):
-                reply = httpx.get(f"http://{address}:{port}/v1/runs/{run_id}", timeout=5)
+                reply = httpx.get(
+                    f"http://{address}:{port}/v1/runs/{run_id}",
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=5,
+                )
                 if reply.status_code == 200:
                     run: dict[str, Any] = reply.json()
                     return run
