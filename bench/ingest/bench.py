@@ -36,7 +36,7 @@ from kubesoar import playbook, Alert
 async def noop(alert: Alert) -> None:
     return None
 """
-BODY_PAD = "x" * 700  # ~1 KB alerts, as in DESIGN.md's measurements
+BODY_PAD = "x" * 700  # ~1 KB alerts, as in the design's measured floor
 OPEN_LOOP_CONNECTIONS = int(os.environ.get("KUBESOAR_BENCH_OPEN_CONNECTIONS", "64"))
 
 

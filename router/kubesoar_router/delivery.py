@@ -1,8 +1,9 @@
 """Delivering an alert to a Playbook's runtime pods: `POST /v1/runs`.
 
-aiohttp's client with a pooled keep-alive connector (see DESIGN.md, Measured
-decisions: httpx could not hold the ingest rate). The idempotency key depends only
-on the alert id and the Playbook, so every delivery of one alert to one Playbook,
+aiohttp's client with a pooled keep-alive connector (measured: httpx could not hold
+the ingest rate; bench/README.md). The idempotency key depends only on the alert id,
+the Playbook and the Playbook's caller token (so nobody without the token can compute
+it), so every delivery of one alert to one Playbook,
 by this router or after the sender retries a 503, carries the same key, and a
 runtime that already accepted that key answers with its first run instead of
 running it again. Idempotency keys are remembered per runtime pod, so where a

@@ -146,7 +146,7 @@ class RuntimeService:
             log.info("run %s succeeded while draining (%d queued)", run.id, self._queue.qsize())
 
     def report(self) -> dict[str, Any]:
-        """The `GET /v1/report` body (shape fixed by DESIGN.md)."""
+        """The `GET /v1/report` body (shape in docs/CONTRACTS.md)."""
         return {
             "commit": self.settings.commit,
             "module": self.settings.module,
