@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# Subcommands whose dependencies come with an extra, not with `pip install kubesoar`.
+EXTRAS: dict[str, str] = {"operator": "operator", "router": "router"}
+
+
 def _usage() -> str:
     lines = ["usage: kubesoar <command> [options]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
@@ -41,10 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        print(f"kubesoar {name}: not implemented yet", file=sys.stderr)
-        return 3
+        if name in EXTRAS and exc.name and exc.name.split(".")[0] != "kubesoar":
+            # A playbook author's `pip install kubesoar` has no operator/router dependencies.
+            print(
+                f"kubesoar {name}: needs {exc.name!r}; install it with "
+                f"pip install 'kubesoar[{EXTRAS[name]}]'",
+                file=sys.stderr,
+            )
+            return 3
+        raise
     entry = getattr(module, f"main_{name}", None) or module.main
     result: int = entry(rest)
     return result

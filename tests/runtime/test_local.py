@@ -192,3 +192,24 @@ def test_cli_as_a_real_command(sample: Path, tmp_path: Path) -> None:
         "MATCH     enrich (order 1)",
         "MATCH     phishing (order 2)",
     ]
+
+
+def test_operator_without_its_extra_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pip install kubesoar` has no kopf: `kubesoar operator` says which extra to add."""
+    import builtins
+
+    from kubesoar._cli import main
+
+    real_import = builtins.__import__
+
+    def no_kopf(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "kopf" or name.startswith("kopf."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "kubesoar_operator.cli", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_kopf)
+    assert main(["operator", "--help"]) == 3
+    assert "pip install 'kubesoar[operator]'" in capsys.readouterr().err
