@@ -443,3 +443,28 @@ async def test_a_partly_failed_alert_is_retried_where_it_was_accepted(
         assert sorted(totals) == [0, 1]
     finally:
         await refusing.stop()
+
+
+async def test_a_900_kb_alert_sent_in_chunks_runs_end_to_end(runtime_factory, router_server):
+    """Sender → router → runtime with a body near the 1 MiB limit, arriving in pieces: each
+    server reads the whole body (one body reader for both), and the run succeeds."""
+    runtime = runtime_factory()
+    router = new_router()
+    router.snapshot.put(tenant("tenant-a", "tok-a", [runtime]))
+    base_url = await router_server(router)
+    data = json.dumps({**HIGH, "source_id": "large", "raw": {"blob": "x" * 900_000}}).encode()
+
+    async def chunks():
+        for start in range(0, len(data), 64 * 1024):
+            yield data[start : start + 64 * 1024]
+            await asyncio.sleep(0.005)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        response = await client.post(
+            "/v1/namespaces/tenant-a/sources/siem/alerts",
+            content=chunks(),
+            headers={"Authorization": "Bearer tok-a"},
+        )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["deliveries"][0]["runId"]
+    assert runtime.run(run_id)["status"] == "succeeded"
