@@ -23,6 +23,8 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from kubesoar import _bearer as bearer
+
 from kubesoar_router.errors import IngestError
 from kubesoar_router.expiring import ExpiringKeys
 from kubesoar_router.sourcespec import Auth
@@ -113,7 +115,7 @@ def authenticate(
     if secret is None:  # the snapshot never serves a source without its secret
         raise IngestError(503, "source_not_ready", "the source's HMAC secret is not available")
     expected = sign(secret, timestamp, body, path=path, method=method)
-    if not hmac.compare_digest(expected.encode(), _header_bytes(signature)):
+    if not bearer.matches(signature, expected.encode()):
         raise IngestError(
             403, "signature_mismatch", "the signature does not match the timestamp and body"
         )
@@ -124,27 +126,13 @@ def authenticate(
 
 
 def _check_bearer(token: bytes | None, header: str | None) -> None:
-    if not header:
-        raise IngestError(401, "missing_credentials", "send Authorization: Bearer <token>")
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    presented = bearer.presented_token(header)
+    if presented is None:
         raise IngestError(401, "missing_credentials", "send Authorization: Bearer <token>")
     if token is None:
         raise IngestError(503, "source_not_ready", "the source's token is not available")
-    if not hmac.compare_digest(_header_bytes(presented), token):
+    if not bearer.matches(presented, token):
         raise IngestError(401, "invalid_token", "the bearer token is not valid for this source")
-
-
-def _header_bytes(value: str) -> bytes:
-    """A header value as the bytes a secret is compared with.
-
-    aiohttp decodes header bytes that are not UTF-8 as lone surrogates; such a value can
-    never match, and must be a 401/403, not an UnicodeEncodeError (a 500).
-    """
-    try:
-        return value.strip().encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that is no escaped byte: matches nothing
-        return value.strip().encode("utf-8", "surrogatepass")
 
 
 def _parse_timestamp(text: str, header: str) -> float:

@@ -23,6 +23,8 @@ import hashlib
 import hmac
 from typing import Final
 
+from kubesoar import _bearer as bearer
+
 TOKEN_HEADER: Final = "X-Kubesoar-Caller-Token"  # noqa: S105 - a header name
 """Response header of the artifact server carrying the Playbook's token to `kubesoar fetch`."""
 TOKEN_FILE: Final = "caller-token"  # noqa: S105 - a file name
@@ -43,13 +45,8 @@ def authorization(token: str) -> str:
 
 def is_authorized(header: str | None, token: bytes) -> bool:
     """Constant-time check of an `Authorization` header against the pod's token."""
-    if not header:
-        return False
-    scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    presented_bytes = presented.strip().encode("utf-8", "surrogatepass")
-    return hmac.compare_digest(presented_bytes, token)
+    presented = bearer.presented_token(header)
+    return presented is not None and bearer.matches(presented, token)
 
 
 def secret_idempotency_key(token: str, key: str) -> str:
