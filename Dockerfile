@@ -6,11 +6,19 @@
 #   docker build -t ghcr.io/kubesoar/kubesoar:0.1.0 \
 #     --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
 #
+# CI builds and publishes it for amd64 and arm64 with provenance and an SBOM
+# (.github/workflows/image.yaml). tests/packaging/test_image_root.py builds this
+# file's root filesystem without an engine, with the RUN commands below.
+#
 # The builder stage turns the project and its dependencies into wheels and
 # installs them into a virtual environment; the final stage copies only that
 # environment, so no compiler, build tool or pip cache reaches the image.
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Pinned by digest (the multi-arch index), so every build starts from the same
+# bytes; the tag says what it is. Refresh with
+#   docker buildx imagetools inspect python:3.11-slim-bookworm
+# (Dependabot proposes updates: .github/dependabot.yml).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS builder
 

@@ -32,8 +32,9 @@ test: setup control-plane
 demo: setup control-plane
 	$(BIN)/python hack/demo.py
 
+# Stops what `hack/demo.py --keep-cluster` left running, then the control plane.
 demo-down: setup
-	$(BIN)/python hack/localcluster/cluster.py down
+	$(BIN)/python hack/demo.py --stop
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -10,7 +10,14 @@ What it does, and says as it goes:
   5. sends an HMAC-signed alert, prints the router's answer and the run's result, and
      `kubectl get playbooks,alertsources`;
   6. cleans up on exit (Ctrl-C included): processes, namespace, Git server, and the local
-     control plane unless --keep-cluster.
+     control plane.
+
+With --keep-cluster the demo is left running instead: the control plane, the tenant
+namespace, the operator, the router and the Git server (detached processes, their
+logs and pid files under <cluster state dir>/demo/), and it prints how to reach them.
+`hack/demo.py --send-alert` sends the alert again; `hack/demo.py --stop` (what
+`make demo-down` runs) deletes the namespace, stops those processes and then the
+control plane.
 
 With --kubeconfig it targets that cluster instead: it installs the Helm chart (image
 --image) and prints the resources to apply; see docs/install.md.
@@ -19,12 +26,18 @@ With --kubeconfig it targets that cluster instead: it installs the Helm chart (i
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
+import os
 import secrets
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +56,7 @@ from support.stack import (  # noqa: E402
     wait_for,
 )
 
+from hack.localcluster import processes  # noqa: E402
 from hack.localcluster.cluster import LocalCluster  # noqa: E402
 
 NAMESPACE = "demo-acme"
@@ -55,6 +69,13 @@ DEMO_ALERT = {
     "iocs": {"ips": ["203.0.113.66"], "domains": ["c2.example.net"], "hashes": []},
     "tags": ["edr", "c2"],
 }
+
+
+# What a kept demo leaves under <cluster state dir>/demo/.
+DEMO_STATE = "demo.json"
+KEPT_PROCESSES = ("router", "operator", "git")
+# The Git password reaches the detached Git server through its environment, not argv.
+GIT_PASSWORD_ENV = "KUBESOAR_DEMO_GIT_PASSWORD"
 
 
 def say(text: str) -> None:
@@ -93,12 +114,144 @@ def tenant_objects(
     ]  # fmt: skip
 
 
+def demo_dir(cluster: LocalCluster) -> Path:
+    return cluster.state_dir / "demo"
+
+
+def pid_file(work: Path, name: str) -> Path:
+    return work / "run" / f"{name}.pid"
+
+
+def serve_git(root: Path) -> int:
+    """`--serve-git ROOT`: the demo's Git server as a process of its own, so that it can
+    outlive the demo. Writes ROOT/server.json ({url, head}) once it serves; runs until
+    SIGTERM."""
+    password = os.environ.pop(GIT_PASSWORD_ENV)
+    server = GitHTTPServer(root, username="soc", password=password)
+    repo = server.create_repo(
+        "playbooks", {"triage/triage.py": (REPO / "hack/demo/triage.py").read_text()}
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        ready = root / "server.json.tmp"
+        ready.write_text(json.dumps({"url": server.url("playbooks"), "head": repo.head()}))
+        ready.rename(root / "server.json")
+        print(f"serving {server.url('playbooks')} from {root} (pid {os.getpid()})", flush=True)
+        stop.wait()
+        print("stopped by SIGTERM", flush=True)
+    return 0
+
+
+def start_git_server(work: Path, password: str) -> dict[str, str]:
+    root = work / "git"
+    pid_path = pid_file(work, "git")
+    processes.start_detached(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-git", str(root)],
+        log_path=work / "git.log",
+        pid_path=pid_path,
+        env={**os.environ, GIT_PASSWORD_ENV: password},
+    )
+
+    def serving() -> dict[str, str] | None:
+        if not processes.pid_file_alive(pid_path):
+            raise RuntimeError(f"the Git server exited: {(work / 'git.log').read_text()[-2000:]}")
+        info = root / "server.json"
+        return json.loads(info.read_text()) if info.exists() else None
+
+    return wait_for("the Git server", serving, timeout=30, interval=0.2)
+
+
+def stop_command() -> str:
+    """The command that stops a kept demo, as the user's shell would run it."""
+    prefix = ""
+    if os.environ.get("KUBESOAR_CLUSTER_DIR"):
+        prefix = f"KUBESOAR_CLUSTER_DIR={shlex.quote(os.environ['KUBESOAR_CLUSTER_DIR'])} "
+    return f"{prefix}{shlex.quote(sys.executable)} {shlex.quote(str(Path(__file__).resolve()))}"
+
+
+def keep_running(cluster: LocalCluster, work: Path, stack: KubesoarStack, kubeconfig: Path) -> None:
+    """Record what the kept demo left running, and say how to reach and stop it."""
+    for name, pid in stack.pids().items():
+        # The format of hack/localcluster/processes.py, so stop_pid_file can check the pid.
+        pid_file(work, name).write_text(f"{pid}\n{sys.executable}\n")
+    state = {"namespace": NAMESPACE, "kubeconfig": str(kubeconfig), "router": stack.router_url}
+    (work / DEMO_STATE).write_text(json.dumps(state, indent=2))
+    command = stop_command()
+    say("The demo keeps running. To reach it:")
+    print(f"    export KUBECONFIG={kubeconfig}")
+    print(f"    kubectl -n {NAMESPACE} get playbooks,alertsources,pods")
+    print(f"    router:  {stack.router_url}/v1/namespaces/{NAMESPACE}/sources/siem/alerts")
+    print(f"    send the alert again:  {command} --send-alert")
+    print(f"    logs:    {work}/operator.log, router.log, git.log")
+    print(f"             control plane: {cluster.log_dir}")
+    say("To stop it (namespace, operator, router, Git server, then the control plane):")
+    print(f"    {command} --stop")
+
+
+def api_answers(kubectl: Any) -> bool:
+    return bool(kubectl("get", "--raw", "/readyz", check=False).returncode == 0)
+
+
+def stop_demo(cluster: LocalCluster, *, stop_cluster: bool) -> int:
+    """`--stop`: undo a kept demo. Safe to run when nothing (or only part) runs."""
+    work = demo_dir(cluster)
+    state_path = work / DEMO_STATE
+    if state_path.exists() and cluster.kubeconfig.exists():
+        kubectl = kubectl_runner(cluster.kubectl_bin, cluster.kubeconfig)
+        if api_answers(kubectl) and processes.pid_file_alive(pid_file(work, "operator")):
+            say(f"Deleting namespace {NAMESPACE} (while the operator runs)")
+            try:
+                delete_namespace(kubectl, NAMESPACE)
+            except TimeoutError as exc:
+                print(f"    {exc}", file=sys.stderr)
+    for name in KEPT_PROCESSES:
+        path = pid_file(work, name)
+        if path.exists():
+            say(f"Stopping the demo's {name}")
+            processes.stop_pid_file(path, grace_seconds=15.0)
+    state_path.unlink(missing_ok=True)
+    if stop_cluster:
+        say("Stopping the local control plane")
+        cluster.down()
+    if work.exists():
+        print(f"    the demo's logs stay in {work}")
+    return 0
+
+
+def send_alert_again(cluster: LocalCluster) -> int:
+    """`--send-alert`: the demo's alert to a kept demo's router, signed with the
+    AlertSource's Secret as read from the cluster."""
+    work = demo_dir(cluster)
+    state = json.loads((work / DEMO_STATE).read_text())
+    kubectl = kubectl_runner(cluster.kubectl_bin, Path(state["kubeconfig"]))
+    secret = json.loads(
+        kubectl("get", "-n", NAMESPACE, "secret", "siem-ingest", "-o", "json").stdout
+    )
+    token, key = (base64.b64decode(secret["data"][k]).decode() for k in ("token", "hmac"))
+    port = int(state["router"].rsplit(":", 1)[1])
+    stack = KubesoarStack(
+        kubeconfig=Path(state["kubeconfig"]), namespaces=[NAMESPACE], workdir=work,
+        router_port=port,
+    )  # fmt: skip
+    answer = stack.send_alert(NAMESPACE, "siem", DEMO_ALERT, token=token, hmac_key=key)
+    print(f"HTTP {answer.status_code} {answer.text}")
+    return 0 if answer.status_code == 202 else 1
+
+
 def run_local(args: argparse.Namespace) -> int:
+    cluster = LocalCluster()
     with contextlib.ExitStack() as cleanup:
-        work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kubesoar-demo-")))
+        if args.keep_cluster:
+            # Kept: a folder that outlives this process. A demo kept before is stopped first.
+            stop_demo(cluster, stop_cluster=False)
+            work = demo_dir(cluster)
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+        else:
+            work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="kubesoar-demo-")))
 
         say("Starting the local control plane (etcd, kube-apiserver, controllers, node agent)")
-        cluster = LocalCluster()
         cluster.up()
         if not args.keep_cluster:
             cleanup.callback(lambda: (say("Stopping the local control plane"), cluster.down()))
@@ -119,12 +272,9 @@ def run_local(args: argparse.Namespace) -> int:
 
         say("Serving a Git repository with the demo playbook over HTTP (basic auth) on loopback")
         git_password = secrets.token_urlsafe(12)
-        git = GitHTTPServer(work / "git", username="soc", password=git_password).start()
-        cleanup.callback(git.close)
-        repo = git.create_repo(
-            "playbooks", {"triage/triage.py": (REPO / "hack/demo/triage.py").read_text()}
-        )
-        print(f"    {git.url('playbooks')} @ {repo.head()[:12]}")
+        cleanup.callback(processes.stop_pid_file, pid_file(work, "git"))
+        git = start_git_server(work, git_password)
+        print(f"    {git['url']} @ {git['head'][:12]}")
 
         say("Starting the operator and the router")
         stack = KubesoarStack(kubeconfig=kubeconfig, namespaces=[NAMESPACE], workdir=work)
@@ -137,7 +287,7 @@ def run_local(args: argparse.Namespace) -> int:
 
         say("Applying the tenant's Secrets, AlertSource and Playbook")
         token, key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        objects = tenant_objects(git.url("playbooks"), "soc", git_password, token, key)
+        objects = tenant_objects(git["url"], "soc", git_password, token, key)
         kubectl("apply", "-n", NAMESPACE, "-f", "-", input=yaml.safe_dump_all(objects))
 
         say("Waiting for playbook/triage to be Ready (resolve ref, pack artifact, start pods)")
@@ -185,7 +335,9 @@ def run_local(args: argparse.Namespace) -> int:
         print(kubectl("get", "-n", NAMESPACE, "playbook", "triage", "-o",
                       "jsonpath={.status.runs}").stdout)  # fmt: skip
         if args.keep_cluster:
-            print(f"\nThe cluster keeps running: export KUBECONFIG={kubeconfig}")
+            cleanup.pop_all()  # nothing is stopped: `--stop` does that later
+            keep_running(cluster, work, stack, kubeconfig)
+            return 0
         say("Done; cleaning up")
     return 0
 
@@ -210,11 +362,31 @@ def main() -> int:
     parser.add_argument(
         "--kubeconfig", help="target this cluster (Helm chart) instead of a local one"
     )
-    parser.add_argument("--image", default="ghcr.io/kubesoar/kubesoar:0.1.0")
     parser.add_argument(
-        "--keep-cluster", action="store_true", help="leave the local cluster running"
+        "--image", default="ghcr.io/kubesoar/kubesoar:0.1.0", help="image, with --kubeconfig"
     )
+    parser.add_argument(
+        "--keep-cluster",
+        action="store_true",
+        help="leave the demo running (control plane, namespace, operator, router, Git "
+        "server, logs) and print how to reach and stop it",
+    )
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop a demo left running by --keep-cluster, then the local control plane",
+    )
+    parser.add_argument(
+        "--send-alert", action="store_true", help="send the alert again to a kept demo"
+    )
+    parser.add_argument("--serve-git", type=Path, metavar="ROOT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_git:
+        return serve_git(args.serve_git)
+    if args.stop:
+        return stop_demo(LocalCluster(), stop_cluster=True)
+    if args.send_alert:
+        return send_alert_again(LocalCluster())
     return run_on_cluster(args) if args.kubeconfig else run_local(args)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from support.cluster import ClusterHandle, namespace_factory, start_cluster, stop_cluster_if_asked
+from support.postgres import PostgresHandle, create_template, fresh_database, running_server
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +43,29 @@ def make_namespace(k8s_client: Any) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def namespace(make_namespace: Callable[..., str]) -> str:
     return make_namespace()
+
+
+# A real PostgreSQL (tests/support/postgres.py): one server per session, a database per test.
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresHandle]:
+    with running_server() as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres: PostgresHandle) -> str:
+    return create_template(postgres)
+
+
+@pytest.fixture
+def database_url(postgres: PostgresHandle, postgres_template: str) -> Iterator[str]:
+    """URL of a new database holding the current schema, dropped after the test."""
+    with fresh_database(postgres, postgres_template) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(postgres: PostgresHandle) -> Iterator[str]:
+    """URL of a new, empty database (never migrated), dropped after the test."""
+    with fresh_database(postgres, None) as url:
+        yield url

@@ -95,16 +95,57 @@ GO
     mv "$bin/etcd-$v.tmp" "$bin/etcd-$v" )
 }
 
+# helm's offline default Kubernetes version (what `helm template` checks a chart's
+# kubeVersion against without --kube-version) is set at link time by helm's own
+# Makefile from the client-go it builds with; without those flags it is v1.20.0.
+helm_kube_flags() {
+  local v=$1 gomod minor
+  gomod=$(go mod download -json "helm.sh/helm/v3@$v" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  minor=$(sed -n 's/^[[:space:]]*k8s.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$gomod")
+  [ -n "$minor" ] || { log "no k8s.io/client-go in $gomod"; return 1; }
+  local p
+  for p in pkg/chartutil pkg/lint/rules; do
+    printf ' -X helm.sh/helm/v3/%s.k8sVersionMajor=1 -X helm.sh/helm/v3/%s.k8sVersionMinor=%s' \
+      "$p" "$p" "$minor"
+  done
+}
+
+# A helm cached before those flags were set (offline default v1.20.0) is rebuilt
+# once. -trimpath keeps -ldflags out of the build info, so ask helm itself.
+helm_has_kube_flags() {
+  local probe=$work/helm-kube-default-probe
+  mkdir -p "$probe/templates"
+  printf 'apiVersion: v2\nname: probe\nversion: 0.0.0\n' >"$probe/Chart.yaml"
+  printf 'kube: {{ .Capabilities.KubeVersion.Version }}\n' >"$probe/templates/kube.txt"
+  local out
+  out=$("$bin/helm-$1" template probe "$probe" 2>/dev/null) || return 1
+  [[ $out == *"kube: v1."* && $out != *"kube: v1.20."* ]]
+}
+
 build_helm() {
   local v=$HELM_VERSION
-  have helm "$v" && { log "helm $v cached"; return; }
+  have helm "$v" && helm_has_kube_flags "$v" && { log "helm $v cached"; return; }
   log "building helm $v"
-  local gobin=$work/helm-$v
+  local gobin=$work/helm-$v kube_flags
+  kube_flags=$(helm_kube_flags "$v")
   mkdir -p "$gobin"
   GOBIN=$gobin go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v$kube_flags" \
     "helm.sh/helm/v3/cmd/helm@$v"
   mv "$gobin/helm" "$bin/helm-$v"
+}
+
+# actionlint lints .github/workflows (tests/packaging/test_image_workflow.py); not
+# part of the default set, the cluster does not need it.
+build_actionlint() {
+  local v=$ACTIONLINT_VERSION
+  have actionlint "$v" && { log "actionlint $v cached"; return; }
+  log "building actionlint $v"
+  local gobin=$work/actionlint-$v
+  mkdir -p "$gobin"
+  GOBIN=$gobin go install -trimpath -ldflags "-s -w" \
+    "github.com/rhysd/actionlint/cmd/actionlint@$v"
+  mv "$gobin/actionlint" "$bin/actionlint-$v"
 }
 
 want=${*:-etcd kubernetes helm}

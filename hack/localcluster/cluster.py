@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `hack.localcluster` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from hack.localcluster import pki, processes
+from hack.localcluster.postgres import LocalPostgres, PostgresError
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -148,6 +149,8 @@ class LocalCluster:
         self.run_dir = self.state_dir / "run"
         self.kubeconfig = self.state_dir / "kubeconfig"
         self.node_name = NODE_NAME
+        # The system of record, started and stopped with the cluster (state in postgres/).
+        self.postgres = LocalPostgres(self.state_dir / "postgres")
 
     # -- paths ---------------------------------------------------------------
 
@@ -200,6 +203,10 @@ class LocalCluster:
     def up(self, timeout: float = 180.0) -> None:
         with self._locked():
             self._up(timeout)
+            try:
+                self.postgres.up()
+            except PostgresError as exc:
+                raise ClusterError(f"postgres: {exc}") from exc
 
     def _up(self, timeout: float) -> None:
         if self.is_healthy():
@@ -264,6 +271,7 @@ class LocalCluster:
     def down(self, purge: bool = False) -> None:
         with self._locked():
             self.stop_processes()
+            self.postgres.down()
         if purge:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
@@ -638,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
             f"cluster ready in {time.monotonic() - started:.1f}s: {cluster.server}", file=sys.stderr
         )
         print(f"export KUBECONFIG={cluster.kubeconfig}")
+        print(f"export KUBESOAR_DATABASE_URL_FILE={cluster.postgres.database_url_file}")
     elif args.command == "down":
         cluster.down(purge=args.purge)
     elif args.command == "status":

@@ -34,7 +34,7 @@ import aiohttp
 if __package__ in (None, ""):  # run as a script: make `hack.localcluster` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hack.localcluster import podstatus
+from hack.localcluster import podnet, podstatus
 from hack.localcluster.kubeapi import ApiError, KubeApi, WatchExpired, retrying
 from hack.localcluster.podworker import NodeContext, PodWorker
 
@@ -174,6 +174,7 @@ class NodeAgent:
             api_host=server.hostname or "127.0.0.1",
             api_port=server.port or 443,
             probe_session=probe_session,
+            lookup_service=self.lookup_service,
         )
         self.addresses = AddressPool(pod_network)
         self.workers: dict[str, PodWorker] = {}
@@ -241,6 +242,18 @@ class NodeAgent:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
 
     # -- pods ----------------------------------------------------------------
+
+    async def lookup_service(self, namespace: str, name: str, port: int) -> str | None:
+        """ "address:port" of a ready pod behind Service `name` on `port` (podnet.py)."""
+        try:
+            service = await self.api.get_or_none(f"/api/v1/namespaces/{namespace}/services/{name}")
+        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("looking up service %s/%s: %r", namespace, name, exc)
+            return None
+        if service is None:
+            return None
+        ready = [(w.pod, w.pod_ip) for w in self.workers.values() if w.ready]
+        return podnet.pick_backend(service, port, ready)
 
     async def watch_pods(self) -> None:
         selector = {"fieldSelector": f"spec.nodeName={self.node_name}"}

@@ -1,8 +1,9 @@
 """Container environment: env, envFrom, the downward API, and path rewriting.
 
 Processes are not chrooted, so a path inside a volume's mountPath means the
-volume's folder on this machine: every command word, argument, env value and
-workingDir that equals or starts with a mountPath is rewritten to that folder.
+volume's folder on this machine: every command word, argument (also the value
+of `--flag=/path`), env value and workingDir that equals or starts with a
+mountPath is rewritten to that folder.
 An env value may also name a parent folder of mountPaths (KUBESOAR_SECRETS_DIR
 holds one Secret mount per integration): it is rewritten to the folder on this
 machine that holds those mounts' folders the same way.
@@ -171,4 +172,11 @@ class PathRewriter:
         return {k: v if base.get(k) == v else self.rewrite(v, parents=True) for k, v in env.items()}
 
     def rewrite_all(self, values: Sequence[str]) -> list[str]:
-        return [self.rewrite(v) for v in values]
+        """Command words and args; the value of `--flag=/path` is rewritten too."""
+        return [self._rewrite_word(v) for v in values]
+
+    def _rewrite_word(self, word: str) -> str:
+        flag, equals, value = word.partition("=")
+        if equals and flag.startswith("-") and value.startswith("/"):
+            return f"{flag}={self.rewrite(value)}"
+        return self.rewrite(word)

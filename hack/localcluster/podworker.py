@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from hack.localcluster import images, podstatus
+from hack.localcluster import images, podnet, podstatus
 from hack.localcluster.kubeapi import ApiError, KubeApi
 from hack.localcluster.podenv import ContainerConfigError, PathRewriter, expand, resolve_env
 from hack.localcluster.podproc import ContainerProcess
@@ -38,6 +38,9 @@ BACKOFF_RESET_AFTER = 60.0
 CONFIG_RETRY_SECONDS = 2.0
 # Where in-cluster clients look for their token; hard-coded in every client.
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# kubesoar's operator and router read the token and CA from this folder when it is
+# set (else SERVICE_ACCOUNT_DIR), so they use the in-cluster login for real here.
+SERVICE_ACCOUNT_DIR_ENV = "KUBESOAR_SERVICE_ACCOUNT_DIR"
 
 
 @dataclass
@@ -50,6 +53,8 @@ class NodeContext:
     api_host: str
     api_port: int
     probe_session: aiohttp.ClientSession
+    # Resolves `<service>.<namespace>.svc` names to a ready pod (see podnet.py).
+    lookup_service: podnet.ServiceLookup
 
     def base_env(self, pod: Mapping[str, Any], pod_ip: str, pod_dir: Path) -> dict[str, str]:
         venv_bin = str(Path(sys.executable).parent)
@@ -307,11 +312,16 @@ class PodWorker:
         # The spec's paths only (the agent's own, in `base`, are host paths already),
         # folders above mount paths (KUBESOAR_SECRETS_DIR) included.
         env = rewriter.rewrite_env(env, base)
+        env = {k: v if base.get(k) == v else await self._rewrite_address(v) for k, v in env.items()}
         kubeconfig = self._in_cluster_kubeconfig(rewriter)
         if kubeconfig is not None:
             env.setdefault("KUBECONFIG", str(kubeconfig))
+            env.setdefault(SERVICE_ACCOUNT_DIR_ENV, rewriter.rewrite(SERVICE_ACCOUNT_DIR))
         spec_words = {
-            key: rewriter.rewrite_all([expand(word, env) for word in container.get(key) or []])
+            key: [
+                await self._rewrite_address(word)
+                for word in rewriter.rewrite_all([expand(w, env) for w in container.get(key) or []])
+            ]
             for key in ("command", "args")
         }
         argv = images.container_argv({**container, **spec_words})
@@ -380,6 +390,14 @@ class PodWorker:
         self.mark_dirty()
         log.info("pod %s container %s exited with %d", self.name, name, code)
         return code
+
+    async def _rewrite_address(self, value: str) -> str:
+        return await podnet.rewrite(value, self.pod_ip, self.node.lookup_service)
+
+    @property
+    def ready(self) -> bool:
+        """Every container ready and the pod not being stopped (a Service may send to it)."""
+        return not self.stopping and all(record.ready for record in self.records)
 
     def _in_cluster_kubeconfig(self, rewriter: PathRewriter) -> Path | None:
         """A kubeconfig with the pod's service account token, when one is mounted.

@@ -1,12 +1,13 @@
 """kopf handlers for AlertSource: validate the spec and its Secrets, write status.
 
-The operator loads this module (`kubesoar_operator.cli`); importing it registers
-the handlers on kopf's default registry. The router serves AlertSources on its
-own (it watches them and their Secrets); these handlers tell the user, on the
-resource, whether it can: `Ready`, `Stalled` with a reason while the spec or a
-Secret is unusable, and `status.path`. Secrets change without the AlertSource
-changing, so a timer re-checks them. Values are only tested for presence:
-they never reach a log line, an Event or the status.
+As for Playbooks (`handlers.py`), `register(api, registry=…)` wires the handlers
+(`kubesoar_operator.cli` calls it). The router serves AlertSources on its own (it
+watches them and their Secrets); these handlers tell the user, on the resource,
+whether it can: `Ready`, `Stalled` with a reason while the spec or a Secret is
+unusable, and `status.path`. Secrets change without the AlertSource changing, so
+the refresher (`refresher.py`) re-checks them. Every path goes through `check`, the
+one status writer. Values are only tested for presence: they never reach a log
+line, an Event or the status.
 """
 
 from __future__ import annotations
@@ -16,33 +17,30 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from kubesoar_router import sourcespec
+from kubesoar.contracts import alertsource, http, kube
+from kubesoar.contracts.kube import ALERT_SOURCE
 from pydantic import ValidationError
 
 from kubesoar_operator import conditions, refresher
+from kubesoar_operator.kube import ApiError, Kube, NotFound
 
 RESOURCE: dict[str, Any] = {
-    "group": sourcespec.GROUP,
-    "version": sourcespec.VERSION,
-    "plural": sourcespec.PLURAL,
+    "group": kube.API_GROUP,
+    "version": kube.API_VERSION,
+    "plural": kube.ALERT_SOURCE.plural,
 }
 RECHECK_SECONDS = 30.0
+_log = logging.getLogger("kubesoar_operator.alertsources")
 
-# --- reasons (each with its meaning) -----------------------------------------
-READY = "Ready"
-"""The router can authenticate senders: the spec is valid and its Secrets hold their keys."""
-SUCCEEDED = "Succeeded"
-"""Ready: the spec is valid and every referenced Secret key exists."""
-INVALID_SPEC = "InvalidSpec"
-"""Stalled: the spec is invalid; fix it."""
-SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - a reason, not a secret
-"""Stalled: a Secret named in auth does not exist in the namespace (re-checked periodically)."""
-SECRET_KEY_NOT_FOUND = "SecretKeyNotFound"  # noqa: S105 - a reason, not a secret
-"""Stalled: the Secret exists but has no (or an empty) value under the named key."""
-SUSPENDED = "Suspended"
-"""Not ready on purpose: spec.suspend is true, the router answers 503."""
+# Reasons (kubesoar.contracts.conditions): Ready=True `Succeeded`; Stalled `InvalidSpec`,
+# `SecretNotFound` (re-checked periodically), `SecretKeyNotFound`; `Suspended` (the router
+# answers 503).
+READY = conditions.READY
+SUCCEEDED = conditions.SUCCEEDED
+INVALID_SPEC = conditions.INVALID_SPEC
+SECRET_NOT_FOUND = conditions.SECRET_NOT_FOUND
+SECRET_KEY_NOT_FOUND = conditions.SECRET_KEY_NOT_FOUND
+SUSPENDED = conditions.SUSPENDED
 
 SecretReader = Callable[[str], Mapping[str, Any] | None]  # name -> data (keys only matter)
 
@@ -53,7 +51,7 @@ def evaluate(
     """The status (without counters) an AlertSource should have. Pure but for `read_secret`."""
     status: dict[str, Any] = {
         "observedGeneration": generation,
-        "path": sourcespec.ingest_path(namespace, name),
+        "path": http.ingest_path(namespace, name),
     }
 
     def outcome(ready: bool, reason: str, message: str, *, stalled: bool) -> dict[str, Any]:
@@ -64,7 +62,7 @@ def evaluate(
         return status
 
     try:
-        parsed = sourcespec.parse_spec(dict(spec))
+        parsed = alertsource.parse_spec(dict(spec))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "spec"
@@ -82,36 +80,21 @@ def evaluate(
     return outcome(True, SUCCEEDED, f"accepting {parsed.format.value} alerts", stalled=False)
 
 
-_core: client.CoreV1Api | None = None
-
-
-def use_api_client(api_client: client.ApiClient) -> None:
-    """Read Secrets with the operator's own credentials (set once at startup by cli.py)."""
-    global _core
-    _core = client.CoreV1Api(api_client)
-
-
-def _core_api() -> client.CoreV1Api:
-    if _core is None:
-        raise kopf.TemporaryError("the operator has not configured its API client yet", delay=5)
-    return _core
-
-
-def _secret_reader(namespace: str) -> SecretReader:
+def _secret_reader(api: Kube, namespace: str) -> SecretReader:
     def read(name: str) -> Mapping[str, Any] | None:
         try:
-            secret = _core_api().read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
+            return api.read_secret_data(namespace, name)
+        except ApiError as exc:
             message = f"reading Secret {name!r}: API error {exc.status}"
             raise kopf.TemporaryError(message, delay=15) from None
-        return {**(secret.data or {}), **(secret.string_data or {})}
 
     return read
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
+def check(api: Kube, body: kopf.Body, logger: logging.Logger | kopf.Logger) -> None:
+    """Evaluate the AlertSource and write its status if that changed (the one writer:
+    the kopf handlers and the periodic re-check both come here). A changed Ready reason
+    is logged and posted as an Event once. `NotFound` when the object is gone."""
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return  # nothing to report on, and a retry would hold kopf's finalizer
@@ -122,15 +105,17 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
         name,
         body.get("spec") or {},
         int(meta.get("generation") or 0),
-        _secret_reader(namespace),
+        _secret_reader(api, namespace),
     )
     wanted["conditions"] = conditions.merge(current.get("conditions"), wanted["conditions"])
-    unchanged = all(current.get(key) == value for key, value in wanted.items())
-    if unchanged:
+    if all(current.get(key) == value for key, value in wanted.items()):
         return
     before = conditions.find(current.get("conditions"), READY)
     after = conditions.find(wanted["conditions"], READY)
     assert after is not None
+    # A merge patch replaces the conditions list whole: a Stalled that no longer
+    # applies goes with it.
+    api.patch_status(namespace, name, wanted, kind=ALERT_SOURCE)
     if before is None or before.get("reason") != after["reason"]:
         # The operator posts only its own transitions as Events (not kopf's log lines),
         # so a changed Ready reason is both logged and posted, once per transition.
@@ -143,46 +128,42 @@ def reconcile(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> None:
             reason=after["reason"],
             message=after["message"],
         )
-    for key, value in wanted.items():
-        patch.status[key] = value
-    # Conditions present before but no longer wanted (Stalled once fixed) are removed.
-    if conditions.find(wanted["conditions"], conditions.STALLED) is None and conditions.find(
-        current.get("conditions"), conditions.STALLED
-    ):
-        patch.status["conditions"] = wanted["conditions"]
 
 
-@kopf.on.resume(**RESOURCE, id="alertsource")
-@kopf.on.create(**RESOURCE, id="alertsource")
-@kopf.on.update(**RESOURCE, id="alertsource", field="spec")
-def alertsource_reconcile(
-    body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any
-) -> None:
-    reconcile(body, patch, logger)
+def register(
+    api: Kube,
+    *,
+    registry: kopf.OperatorRegistry | None = None,
+    recheck_seconds: float = RECHECK_SECONDS,
+) -> kopf.OperatorRegistry:
+    """Register the AlertSource handlers on `registry` and the re-check on the refresher."""
+    registry = registry or kopf.get_default_registry()
+    plural = RESOURCE["plural"]
 
+    @kopf.on.resume(**RESOURCE, registry=registry, id="alertsource")
+    @kopf.on.create(**RESOURCE, registry=registry, id="alertsource")
+    @kopf.on.update(**RESOURCE, registry=registry, id="alertsource", field="spec")
+    def alertsource_reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        try:
+            check(api, body, logger)
+        except NotFound:
+            return  # deleted meanwhile: its DELETED event follows
+        except ApiError as exc:
+            raise kopf.TemporaryError(str(exc)) from None
 
-@kopf.on.event(**RESOURCE)
-def alertsource_seen(event: kopf.RawEvent, **_: Any) -> None:
-    refresher.REFRESHER.observe(RESOURCE["plural"], event)
+    @kopf.on.event(**RESOURCE, registry=registry)
+    def alertsource_seen(event: kopf.RawEvent, **_: Any) -> None:
+        refresher.REFRESHER.observe(plural, event)
 
-
-def alertsource_recheck(body: kopf.Body) -> None:
-    """Re-check the Secrets (they change without the AlertSource changing) and patch status."""
-    patch = kopf.Patch()
-    reconcile(body, patch, logging.getLogger("kubesoar_operator.alertsources"))
-    if not patch.status:
-        return
-    meta = body["metadata"]
-    try:
-        client.CustomObjectsApi(_core_api().api_client).patch_namespaced_custom_object_status(
-            RESOURCE["group"], RESOURCE["version"], meta["namespace"], RESOURCE["plural"],
-            meta["name"], {"status": dict(patch.status)},
-        )  # fmt: skip
-    except ApiException as exc:
-        if exc.status == 404:
+    def alertsource_recheck(body: kopf.Body) -> None:
+        """Re-check the Secrets (they change without the AlertSource changing)."""
+        try:
+            check(api, body, _log)
+        except NotFound:
             raise refresher.Gone() from None
-        raise kopf.TemporaryError(f"API error {exc.status} {exc.reason}") from None
+        except ApiError as exc:
+            raise kopf.TemporaryError(str(exc)) from None
 
-
-# Not a kopf timer: timers make kopf hold a finalizer on every AlertSource (refresher.py).
-refresher.REFRESHER.register(RESOURCE["plural"], alertsource_recheck, RECHECK_SECONDS)
+    # Not a kopf timer: timers make kopf hold a finalizer on every AlertSource (refresher.py).
+    refresher.REFRESHER.register(plural, alertsource_recheck, recheck_seconds)
+    return registry

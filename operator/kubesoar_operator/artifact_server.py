@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from aiohttp import web
-from kubesoar import _caller as caller
+from kubesoar.contracts import caller, http
 
 from kubesoar_operator.artifacts import DIGEST, NAME, ArtifactStore
 from kubesoar_operator.signing import Signer
@@ -63,7 +63,7 @@ def make_app(
 
     app = web.Application(client_max_size=1024)
     app.router.add_get("/artifacts/{namespace}/{name}/{file}", artifact)
-    app.router.add_get("/healthz", healthz)
+    app.router.add_get(http.HEALTHZ_PATH, healthz)
     return app
 
 

@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 
 from kubesoar_operator import render
-from kubesoar_operator.kube import Kube
+from kubesoar_operator.kube import ApiError, Kube, NotFound
 from kubesoar_operator.sanitize import sanitize
 
 
@@ -33,18 +32,14 @@ def fingerprint(objs: list[dict[str, Any]]) -> str:
 
 
 def apply_all(kube: Kube, objs: list[dict[str, Any]]) -> None:
+    """Apply each child; `ApplyError` when one is refused. `kube.NotFound` (the namespace
+    is gone, and with it the Playbook) is left to the caller."""
     for obj in objs:
         try:
             kube.apply(obj)
-        except ApiException as exc:
-            detail = _api_message(exc)
+        except NotFound:
+            raise
+        except ApiError as exc:
+            detail = exc.detail or "error"
             text = f"applying {obj['kind']} {obj['metadata']['name']}: {exc.status} {detail}"
             raise ApplyError(sanitize(text)[:800]) from None
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-    except ValueError:
-        return str(exc.reason or "error")
-    return str(body.get("message") or exc.reason or "error")

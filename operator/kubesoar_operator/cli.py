@@ -24,7 +24,6 @@ import kopf
 import prometheus_client
 from kubernetes.config import ConfigException
 
-# Importing alertsources registers the AlertSource handlers on kopf's default registry.
 from kubesoar_operator import (
     alertsources,
     artifact_server,
@@ -53,19 +52,40 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="kubesoar operator", description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
     scope = parser.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--namespace", action="append", dest="namespaces", help="watch NS")
-    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
-    parser.add_argument("--artifact-listen", type=_host_port, default=("0.0.0.0", 8090))
+    scope.add_argument(
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="serve Playbooks and AlertSources in NS (repeatable)",
+    )
+    scope.add_argument("--all-namespaces", action="store_true", help="serve every namespace")
+    parser.add_argument(
+        "--artifact-listen",
+        type=_host_port,
+        default=("0.0.0.0", 8090),
+        metavar="HOST:PORT",
+        help="where the artifact server listens (default 0.0.0.0:8090)",
+    )
     parser.add_argument(
         "--artifact-url", required=True, help="base URL at which runtime pods reach the server"
     )
     parser.add_argument("--signing-key-file", type=Path, help="artifact URL key (default random)")
     parser.add_argument(
-        "--system-namespace", default=os.environ.get("POD_NAMESPACE", "kubesoar-system")
+        "--system-namespace",
+        default=os.environ.get("POD_NAMESPACE", "kubesoar-system"),
+        help="namespace of the operator and router pods, the only ones runtime pods' "
+        "NetworkPolicy admits (default: $POD_NAMESPACE, else kubesoar-system)",
     )
-    parser.add_argument("--runtime-image", default=render.DEFAULT_IMAGE)
+    parser.add_argument(
+        "--runtime-image",
+        default=render.DEFAULT_IMAGE,
+        help=f"image of runtime pods whose Playbook names none (default {render.DEFAULT_IMAGE})",
+    )
     parser.add_argument("--metrics-port", type=int, default=0, help="0 disables metrics")
-    parser.add_argument("--metrics-host", default="0.0.0.0")
+    parser.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address of /metrics (default 0.0.0.0)"
+    )
     parser.add_argument(
         "--liveness", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
     )
@@ -76,9 +96,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--status-interval", type=float, default=10.0,
         help="seconds between status refreshes of each Playbook",
     )  # fmt: skip
-    parser.add_argument("--url-ttl-seconds", type=int, default=DEFAULT_TTL_SECONDS)
+    parser.add_argument(
+        "--url-ttl-seconds",
+        type=int,
+        default=DEFAULT_TTL_SECONDS,
+        help=f"how long a signed artifact URL stays valid (default {DEFAULT_TTL_SECONDS})",
+    )
     parser.add_argument("--peering", action="store_true", help="use kopf peering (HA standby)")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
     return parser.parse_args(list(argv))
 
 
@@ -96,7 +121,6 @@ async def run(args: argparse.Namespace) -> None:
     try:
         api_client = make_api_client(args.kubeconfig)
         kube = Kube(api_client)
-        alertsources.use_api_client(api_client)
     except (ConfigException, OSError) as exc:
         # A missing or unusable kubeconfig is an operator error, not a crash worth a traceback.
         log.error("cannot load Kubernetes credentials: %s", exc)
@@ -116,8 +140,9 @@ async def run(args: argparse.Namespace) -> None:
     with httpx.Client(trust_env=False) as http:
         reconciler = Reconciler(kube, GitClient(state_dir / "git"), store, signer, settings, http)
         registry = handlers.register(
-            reconciler, timer_interval=args.status_interval, kubeconfig=args.kubeconfig
+            reconciler, status_interval=args.status_interval, kubeconfig=args.kubeconfig
         )
+        alertsources.register(kube, registry=registry)
         refreshing = asyncio.create_task(refresher.REFRESHER.run(stop))
         try:
             await kopf.operator(

@@ -1,17 +1,21 @@
-"""Condition types and reasons, declared once with their meaning.
+"""Conditions on Playbook status: how the operator uses the contract's types and reasons.
 
 Conditions follow kstatus: `Ready` always; `Reconciling` and `Stalled` only
 while true (they are dropped when false, so `kubectl wait` and kstatus-aware
 tools such as Argo CD and Flux read them correctly); `SourceReady` and
 `RuntimeReady` say which half is at fault.
 
-Every failing reason belongs to one of three kinds, which decides what sits
+Every failing reason belongs to one of four kinds, which decides what sits
 next to `Ready=False`:
 
 - in progress (`IN_PROGRESS`): work under way → `Reconciling=True` with that reason;
-- retried (every other failure): may heal on its own (network, credentials
-  created later, pods crash-looping) → `Reconciling=True`, reason
-  `ProgressingWithRetry`;
+- retried (every other failure): may heal on its own (network, a timeout, a 5xx,
+  pods crash-looping) → `Reconciling=True`, reason `ProgressingWithRetry`;
+- persistent (`PERSISTENT`): a source failure that someone usually has to fix
+  (credentials, a repository or ref that does not exist, a missing Secret). Retried
+  like the above, and so `Reconciling` at first; after `STALL_AFTER_FAILURES`
+  failed attempts in a row → `Stalled=True` with that reason and `Reconciling`
+  absent, while the attempts go on with backoff, so a fix heals it unaided;
 - terminal (`TERMINAL`): only a new spec or a new commit heals it →
   `Stalled=True` with that reason, `Reconciling` absent.
 """
@@ -22,69 +26,76 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-# --- types -----------------------------------------------------------------
-READY = "Ready"
-"""The Playbook runs the pinned revision on every requested replica."""
-RECONCILING = "Reconciling"
-"""The operator is moving the Playbook towards its spec (present only while true)."""
-STALLED = "Stalled"
-"""The operator cannot make progress until the spec changes (present only while true)."""
-SOURCE_READY = "SourceReady"
-"""The Git ref resolved to a commit and the artifact of `path` is packed and served."""
-RUNTIME_READY = "RuntimeReady"
-"""The runtime pods are ready and loaded the module at the pinned commit."""
-
-ALL_TYPES = (READY, RECONCILING, STALLED, SOURCE_READY, RUNTIME_READY)
-TRANSIENT_TYPES = (RECONCILING, STALLED)
-
-# --- reasons ---------------------------------------------------------------
-REASONS: dict[str, str] = {}
-
-
-def _reason(name: str, meaning: str) -> str:
-    REASONS[name] = meaning
-    return name
-
-
-SUCCEEDED = _reason("Succeeded", "Everything this condition covers is in place.")
-PROGRESSING = _reason("Progressing", "Work is under way; the message says what waits.")
-INVALID_SPEC = _reason("InvalidSpec", "The spec is invalid; fix it, nothing retries until then.")
-SUSPENDED = _reason(
-    "Suspended", "spec.suspend is true: nothing is reconciled; Ready keeps its last status."
-)
-PROGRESSING_WITH_RETRY = _reason(
-    "ProgressingWithRetry",
-    "A failure that may heal is retried with backoff; the message names it (Reconciling).",
-)
-GIT_OPERATION_FAILED = _reason(
-    "GitOperationFailed", "Git could not be reached or failed; retried with backoff."
-)
-AUTHENTICATION_FAILED = _reason(
-    "AuthenticationFailed", "The Git server refused the credentials of `secretRef`."
-)
-SECRET_NOT_FOUND = _reason(
-    "SecretNotFound", "The Secret named in `secretRef` is missing or lacks the expected keys."
-)
-REF_NOT_FOUND = _reason("RefNotFound", "The branch, tag, semver range or commit does not exist.")
-ARTIFACT_FAILED = _reason(
-    "ArtifactFailed", "`path` is missing at the commit or the packed folder is too large."
-)
-APPLY_FAILED = _reason(
-    "ApplyFailed", "The API server refused a child object (quota, admission, RBAC)."
-)
-ARTIFACT_TOO_LARGE = _reason(
-    "ArtifactTooLarge",
-    "The folder at `path` has a file or a total over the operator's limits (named in the "
-    "message); nothing is retried until the spec or the commit changes.",
-)
-ROLLING_OUT = _reason("RollingOut", "Pods of the new revision are starting.")
-LOAD_FAILED = _reason(
-    "LoadFailed", "The runtime could not import the module; the message has the error and line."
-)
-RUNTIME_UNAVAILABLE = _reason(
-    "RuntimeUnavailable", "Pods are not ready (image, scheduling, crash); see the pods' events."
+# The names and their meanings are the contract (kubesoar.contracts.conditions); which
+# reasons are in progress, retried or terminal is this operator's policy, below.
+from kubesoar.contracts.conditions import (
+    ALERT_SOURCE_REASONS,
+    ALL_TYPES,
+    APPLY_FAILED,
+    ARTIFACT_FAILED,
+    ARTIFACT_TOO_LARGE,
+    AUTHENTICATION_FAILED,
+    GIT_OPERATION_FAILED,
+    INVALID_SPEC,
+    LOAD_FAILED,
+    PLAYBOOK_REASONS,
+    PROGRESSING,
+    PROGRESSING_WITH_RETRY,
+    READY,
+    REASONS,
+    RECONCILING,
+    REF_NOT_FOUND,
+    REPOSITORY_NOT_FOUND,
+    ROLLING_OUT,
+    RUNTIME_READY,
+    RUNTIME_UNAVAILABLE,
+    SECRET_KEY_NOT_FOUND,
+    SECRET_NOT_FOUND,
+    SOURCE_READY,
+    STALLED,
+    SUCCEEDED,
+    SUSPENDED,
+    TRANSIENT_TYPES,
 )
 
+__all__ = [
+    "ALERT_SOURCE_REASONS",
+    "ALL_TYPES",
+    "APPLY_FAILED",
+    "ARTIFACT_FAILED",
+    "ARTIFACT_TOO_LARGE",
+    "AUTHENTICATION_FAILED",
+    "GIT_OPERATION_FAILED",
+    "INVALID_SPEC",
+    "IN_PROGRESS",
+    "LOAD_FAILED",
+    "PERSISTENT",
+    "PLAYBOOK_REASONS",
+    "PROGRESSING",
+    "PROGRESSING_WITH_RETRY",
+    "READY",
+    "REASONS",
+    "RECONCILING",
+    "REF_NOT_FOUND",
+    "REPOSITORY_NOT_FOUND",
+    "ROLLING_OUT",
+    "RUNTIME_READY",
+    "RUNTIME_UNAVAILABLE",
+    "SECRET_KEY_NOT_FOUND",
+    "SECRET_NOT_FOUND",
+    "SOURCE_READY",
+    "STALLED",
+    "STALL_AFTER_FAILURES",
+    "SUCCEEDED",
+    "SUSPENDED",
+    "TERMINAL",
+    "TRANSIENT_TYPES",
+    "find",
+    "is_true",
+    "make",
+    "merge",
+    "now_rfc3339",
+]
 
 IN_PROGRESS = frozenset({PROGRESSING, ROLLING_OUT})
 """Not failures: the operator waits for work under way (Reconciling)."""
@@ -95,6 +106,15 @@ A module that fails to import is terminal: the same commit fails the same way on
 every retry. The ref is still re-resolved every `interval`, so a fixing commit on
 a branch or a semver range is picked up without anyone touching the Playbook.
 """
+PERSISTENT = frozenset(
+    {AUTHENTICATION_FAILED, REPOSITORY_NOT_FOUND, REF_NOT_FOUND, SECRET_NOT_FOUND}
+)
+"""Source failures that retrying rarely heals by itself: Stalled after
+`STALL_AFTER_FAILURES` attempts in a row, still retried with backoff."""
+STALL_AFTER_FAILURES = 3
+"""With the backoff of 5 s then 10 s, the third failed attempt comes about 15 s after
+the first: long enough for a Secret applied alongside the Playbook, or a Git server
+restarting, short enough for Argo CD and Flux to report a wrong password promptly."""
 
 
 def now_rfc3339() -> str:

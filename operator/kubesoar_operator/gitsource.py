@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import shlex
 import tempfile
@@ -48,6 +49,10 @@ _AUTH_HINTS = (
     "host key verification failed",
 )
 _MISSING_REF_HINTS = ("couldn't find remote ref", "not our ref", "no such remote ref")
+# HTTP 404 ("repository '<url>/' not found"), hosting services' own words, SSH paths.
+_MISSING_REPOSITORY = re.compile(
+    r"repository '[^']*' not found|repository not found|does not appear to be a git repository"
+)
 
 
 class SourceError(Exception):
@@ -269,6 +274,8 @@ def _classify(exc: git.GitCommandError, secrets: list[str], url: str) -> SourceE
         return SourceError(conditions.AUTHENTICATION_FAILED, text)
     if any(hint in lowered for hint in _MISSING_REF_HINTS):
         return SourceError(conditions.REF_NOT_FOUND, text)
+    if _MISSING_REPOSITORY.search(lowered):
+        return SourceError(conditions.REPOSITORY_NOT_FOUND, text)
     return SourceError(conditions.GIT_OPERATION_FAILED, text)
 
 

@@ -13,12 +13,12 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
+from kubesoar.contracts.kube import API_GROUP, API_VERSION, PLAYBOOK
 
 from kubesoar_operator import conditions as c
-from kubesoar_operator import login, refresher
+from kubesoar_operator import login, refresher, workers
+from kubesoar_operator.kube import ApiError
 from kubesoar_operator.reconcile import Outcome, Reconciler
-from kubesoar_operator.spec import GROUP, PLURAL, VERSION
 
 PREFIX = "kopf.kubesoar.dev"
 
@@ -36,7 +36,8 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = True
     settings.posting.loggers = False
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = 16
+    # The API client's connection pool is sized for these threads (workers.py).
+    settings.execution.max_workers = workers.HANDLER_WORKERS
     settings.networking.request_timeout = 60
     settings.watching.server_timeout = 300
 
@@ -59,9 +60,8 @@ def _why(outcome: Outcome) -> str:
 def _run(reconciler: Reconciler, body: kopf.Body) -> Outcome:
     try:
         return reconciler.reconcile(body)
-    except ApiException as exc:
-        # The exception's text carries response headers; keep the message short.
-        raise kopf.TemporaryError(f"API error {exc.status} {exc.reason}", delay=10) from None
+    except ApiError as exc:
+        raise kopf.TemporaryError(str(exc), delay=10) from None
 
 
 def _being_deleted(body: kopf.Body) -> bool:
@@ -77,12 +77,16 @@ def _being_deleted(body: kopf.Body) -> bool:
 def register(
     reconciler: Reconciler,
     *,
-    timer_interval: float,
+    status_interval: float,
     kubeconfig: str | None = None,
     registry: kopf.OperatorRegistry | None = None,
 ) -> kopf.OperatorRegistry:
     registry = registry or kopf.get_default_registry()
-    resource: dict[str, Any] = {"group": GROUP, "version": VERSION, "plural": PLURAL}
+    resource: dict[str, Any] = {
+        "group": API_GROUP,
+        "version": API_VERSION,
+        "plural": PLAYBOOK.plural,
+    }
 
     login.register(kubeconfig, registry)
 
@@ -97,6 +101,8 @@ def register(
         if _being_deleted(body):
             return
         outcome = _run(reconciler, body)
+        if outcome.gone:
+            return  # deleted meanwhile: its DELETED event follows
         _post(body, outcome)
         if outcome.invalid_spec:
             raise kopf.PermanentError(outcome.invalid_spec)
@@ -108,22 +114,19 @@ def register(
         # reconcile itself backs off Git between ticks.
         if _being_deleted(body):
             return
-        try:
-            outcome = _run(reconciler, body)
-        except kopf.TemporaryError:
-            meta = body["metadata"]
-            if reconciler.kube.read_playbook(meta["namespace"], meta["name"]) is None:
-                reconciler.forget(meta["namespace"], meta["name"])  # its DELETED may never come
-                raise refresher.Gone() from None
-            raise
+        outcome = _run(reconciler, body)
+        if outcome.gone:
+            # Found gone (its status patch 404s, or the owner check before applying
+            # children): stop refreshing it, since its DELETED event may never come.
+            raise refresher.Gone()
         _post(body, outcome)
 
     # Not a kopf timer: timers make kopf hold a finalizer on every Playbook (refresher.py).
-    refresher.REFRESHER.register(PLURAL, playbook_refresh, timer_interval)
+    refresher.REFRESHER.register(PLAYBOOK.plural, playbook_refresh, status_interval)
 
     @kopf.on.event(**resource, registry=registry)
     def playbook_seen(event: kopf.RawEvent, **_: Any) -> None:
-        refresher.REFRESHER.observe(PLURAL, event)
+        refresher.REFRESHER.observe(PLAYBOOK.plural, event)
         if event["type"] == "DELETED":
             meta = event["object"]["metadata"]
             reconciler.forget(meta["namespace"], meta["name"])

@@ -43,5 +43,6 @@ def configure(verbose: bool = False) -> None:
     for noisy in ("kubernetes", "urllib3", "aiohttp.access", "httpx", "httpcore", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if not verbose:
-        # kopf says "Timer ... succeeded." for every Playbook on every tick.
+        # kopf says "Handler 'reconcile' succeeded." for every Playbook on every event;
+        # its warnings (a handler failing temporarily) still come through.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -15,6 +15,9 @@ from collections.abc import Sequence
 
 import kopf
 from kubernetes import client, config
+from kubernetes.config.incluster_config import InClusterConfigLoader
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def load_configuration(kubeconfig: str | None) -> client.Configuration:
@@ -23,8 +26,13 @@ def load_configuration(kubeconfig: str | None) -> client.Configuration:
     if kubeconfig:
         config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         return configuration
+    # The token and CA folder may be moved (KUBESOAR_SERVICE_ACCOUNT_DIR): the local
+    # node agent runs pods as processes that cannot see the fixed path.
+    folder = os.environ.get("KUBESOAR_SERVICE_ACCOUNT_DIR", SERVICE_ACCOUNT_DIR)
     try:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        InClusterConfigLoader(  # type: ignore[no-untyped-call]
+            token_filename=f"{folder}/token", cert_filename=f"{folder}/ca.crt"
+        ).load_and_set(configuration)
     except config.ConfigException:
         default = os.environ.get("KUBECONFIG") or "~/.kube/config"
         config.load_kube_config(config_file=default, client_configuration=configuration)  # type: ignore[no-untyped-call]

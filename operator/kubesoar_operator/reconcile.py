@@ -1,9 +1,10 @@
 """One reconcile of one Playbook: spec → source → artifact → children → observe → status.
 
-Kept free of kopf so that it can be driven by any handler (create, update,
-resume, timer) and tested directly; `handlers.py` maps the `Outcome` to kopf's
-retry semantics. Calls for one Playbook are serialised by a lock, since kopf
-runs timers alongside change handlers.
+Kept free of kopf so that it can be driven by any trigger (kopf's create, update
+and resume handlers, and the periodic refresh in `refresher.py`) and tested
+directly; `handlers.py` maps the `Outcome` to kopf's retry semantics. Calls for
+one Playbook are serialized by a lock, since the refresher's worker threads run
+alongside kopf's handler threads.
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from kubernetes.client.exceptions import ApiException
+from kubesoar.contracts.kube import (
+    ANNOTATION_COMMIT,
+    ANNOTATION_REQUESTED_AT,
+    ANNOTATION_REVISION,
+    runtime_selector_labels,
+)
 
-from kubesoar_operator import children, metrics, render, report
+from kubesoar_operator import children, metrics, render, report, source
 from kubesoar_operator import conditions as c
-from kubesoar_operator.artifacts import ArtifactError, ArtifactStore, ArtifactTooLarge, pack
-from kubesoar_operator.gitsource import Credentials, GitClient, Resolved, SourceError
-from kubesoar_operator.kube import Kube
+from kubesoar_operator.artifacts import ArtifactStore
+from kubesoar_operator.gitsource import GitClient
+from kubesoar_operator.kube import Kube, NotFound
 from kubesoar_operator.report import PodState
-from kubesoar_operator.sanitize import clean_url, sanitize
+from kubesoar_operator.sanitize import clean_url
 from kubesoar_operator.signing import DEFAULT_TTL_SECONDS, Signer
 from kubesoar_operator.spec import InvalidSpec, PlaybookSpec, parse_spec
 from kubesoar_operator.status import (
@@ -32,13 +38,11 @@ from kubesoar_operator.status import (
     RolloutState,
     SourceState,
     Transition,
-    summarise,
+    summarize,
 )
 
 log = logging.getLogger("kubesoar_operator.reconcile")
 
-REQUESTED_AT = "kubesoar.dev/requestedAt"
-MIN_BACKOFF, MAX_BACKOFF = 5.0, 300.0
 # The same Event (reason and message) is posted at most once in this many seconds: a
 # crash-looping pod or a flapping Git server would otherwise post one per cycle.
 EVENT_REPEAT_SECONDS = 600.0
@@ -68,28 +72,25 @@ class Outcome:
     status: dict[str, Any]
     transitions: list[Transition]
     retry_in: float | None = None  # a temporary failure: try again after this many seconds
+    # The Playbook no longer exists (or this body is of an older object of that name):
+    # nothing was applied or written, and its memory is forgotten.
+    gone: bool = False
     invalid_spec: str | None = None  # a permanent failure until the spec changes
     suspended: bool = False
+
+
+class _OwnerGone(Exception):
+    """The Playbook a reconcile acts for was deleted (or replaced) meanwhile."""
 
 
 @dataclass
 class _State:
     """What the operator remembers about one Playbook between reconciles."""
 
-    key: tuple[Any, ...] | None = None
-    resolved: Resolved | None = None
-    digest: str = ""
-    resolved_at: str = ""
-    resolved_monotonic: float = 0.0
-    failures: int = 0
-    last_error: tuple[str, str] | None = None
-    retry_at: float = 0.0
+    source_memory: source.SourceMemory = field(default_factory=source.SourceMemory)
     applied: str = ""
-    digests: list[str] = field(default_factory=list)
-    # The status this operator last wrote; fresher than a body a timer was handed.
+    # The status this operator last wrote; fresher than a body the refresher was handed.
     last_status: dict[str, Any] | None = None
-    # (commit, path) found too large: not fetched or packed again (terminal).
-    refused: tuple[str, str] | None = None
     # (Event reason, message) -> when it was last posted, to keep flapping from flooding.
     posted: dict[tuple[str, str], float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -128,8 +129,15 @@ class Reconciler:
         state = self._state(namespace, name)
         started = time.monotonic()
         with state.lock:
-            outcome = self._reconcile(body, state)
+            try:
+                outcome = self._reconcile(body, state)
+            except (NotFound, _OwnerGone):
+                outcome = Outcome({}, [], gone=True)
             outcome.transitions = _unrepeated(outcome.transitions, state, time.monotonic())
+        if outcome.gone:
+            log.info("%s/%s is gone: forgotten", namespace, name)
+            self.forget(namespace, name)
+            return outcome
         metrics.DURATION.observe(time.monotonic() - started)
         ready = c.find(outcome.status.get("conditions"), c.READY)
         metrics.record_ready(namespace, name, ready["status"] if ready else None)
@@ -148,7 +156,7 @@ class Reconciler:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         previous: Mapping[str, Any] = state.last_status or body.get("status") or {}
-        requested = (meta.get("annotations") or {}).get(REQUESTED_AT)
+        requested = (meta.get("annotations") or {}).get(ANNOTATION_REQUESTED_AT)
         forced = requested is not None and requested != previous.get("lastHandledReconcileAt")
         obs = Observation(
             generation=int(meta.get("generation") or 0),
@@ -188,82 +196,47 @@ class Reconciler:
         *,
         forced: bool,
     ) -> float | None:
-        """Resolve and pack when due; fills obs.source or obs.source_error."""
-        git_spec = spec.source.git
-        secret_name = git_spec.secret_ref.name if git_spec.secret_ref else None
-        key = (git_spec.url, git_spec.ref.kind, git_spec.ref.value, spec.source.path, secret_name)
-        now = time.monotonic()
-        changed = key != state.key
-        due = now - state.resolved_monotonic >= spec.source.interval_seconds
-        artifact_missing = bool(state.digest) and (
-            self.store.get(namespace, name, state.digest) is None
+        """Resolve and pack when due (source.py); fills obs.source or obs.source_error."""
+        memory, now = state.source_memory, time.monotonic()
+        missing = bool(memory.digest) and self.store.get(namespace, name, memory.digest) is None
+        decision = source.decide(
+            memory,
+            source.SourceKey.of(spec),
+            now=now,
+            interval=spec.source.interval_seconds,
+            forced=forced,
+            artifact_missing=missing,
         )
-        if not (changed or forced or artifact_missing):
-            if state.last_error is not None and now < state.retry_at:
-                obs.source_error = state.last_error  # backing off: do not hammer Git
-                return float(state.retry_at - now)
-            if state.last_error is None and not due and state.resolved is not None:
-                obs.source = self._source_state(git_spec.url, state)
-                return None
-        creds: Credentials | None = None
-        try:
-            if secret_name:
-                data = self.kube.read_secret_data(namespace, secret_name)
-                if data is None:
-                    raise SourceError(c.SECRET_NOT_FOUND, f"secret {secret_name!r} not found")
-                creds = Credentials.from_secret_data(data)
-            resolved = self.git.resolve(git_spec.url, git_spec.ref, creds)
-            if state.refused == (resolved.sha, spec.source.path) and state.last_error:
-                raise ArtifactTooLarge(state.last_error[1])
-            if (
-                changed
-                or artifact_missing
-                or state.resolved != resolved
-                or self.store.get(namespace, name, state.digest) is None
-            ):
-                repo = self.git.fetch(git_spec.url, resolved, creds)
-                try:
-                    artifact = pack(repo, resolved.sha, spec.source.path)
-                except ArtifactTooLarge:
-                    state.refused = (resolved.sha, spec.source.path)
-                    raise
-                finally:
-                    repo.close()
-                self.store.put(namespace, name, artifact)
-                if artifact.digest not in state.digests:
-                    # Keep the previous revision's artifact: its pods may restart mid-rollout.
-                    state.digests = [*state.digests[-1:], artifact.digest]
-                    self.store.prune(namespace, name, keep=set(state.digests))
-                state.digest = artifact.digest
-        except (SourceError, ArtifactError, ApiException) as exc:
-            state.failures += 1
-            delay = float(min(MAX_BACKOFF, MIN_BACKOFF * 2.0 ** (state.failures - 1)))
-            if isinstance(exc, ArtifactTooLarge):
-                # Terminal for this commit: only re-resolve at the interval, for a fix.
-                delay = float(spec.source.interval_seconds)
-            state.retry_at, state.key = now + delay, key
-            state.last_error = _source_failure(exc, creds)
-            obs.source_error = state.last_error
-            log.warning(
-                "source of %s/%s failed (%s), retry in %.0fs",
-                namespace, name, obs.source_error[0], delay,
-            )  # fmt: skip
-            return delay
-        if state.resolved != resolved:
-            log.info("%s/%s resolved to %s", namespace, name, resolved.revision)
-        state.key, state.resolved, state.failures, state.last_error = key, resolved, 0, None
-        state.resolved_monotonic, state.resolved_at = now, c.now_rfc3339()
-        obs.source = self._source_state(git_spec.url, state)
+        retry_in: float | None = None
+        if decision.step is source.Step.WAIT:
+            retry_in = decision.wait  # backing off: do not hammer Git
+        elif decision.step is source.Step.RESOLVE:
+            retry_in = source.resolve_and_pack(
+                self.kube,
+                self.git,
+                self.store,
+                namespace=namespace,
+                name=name,
+                spec=spec,
+                memory=memory,
+                changed=decision.changed,
+                now=now,
+                resolved_at=c.now_rfc3339(),
+            )
+        if retry_in is not None:
+            obs.source_error, obs.source_failures = memory.last_error, memory.failures
+            return retry_in
+        obs.source = self._source_state(spec.source.git.url, memory)
         return None
 
-    def _source_state(self, url: str, state: _State) -> SourceState:
-        assert state.resolved is not None
+    def _source_state(self, url: str, memory: source.SourceMemory) -> SourceState:
+        assert memory.resolved is not None
         return SourceState(
             url=clean_url(url),
-            revision=state.resolved.revision,
-            commit=state.resolved.sha,
-            digest=state.digest,
-            resolved_at=state.resolved_at,
+            revision=memory.resolved.revision,
+            commit=memory.resolved.sha,
+            digest=memory.digest,
+            resolved_at=memory.resolved_at,
         )
 
     def _apply(
@@ -295,13 +268,27 @@ class Reconciler:
         exists = self.kube.read_deployment(namespace, render.runtime_name(name)) is not None
         if fingerprint == state.applied and exists:
             return None
+        if not self._owner_current(body):
+            # A body from before the Playbook was deleted (a queued refresh, a late event):
+            # applying would re-create children the garbage collector just removed.
+            raise _OwnerGone
         try:
             children.apply_all(self.kube, objs)
         except children.ApplyError as exc:
             obs.apply_error = str(exc)
-            return MIN_BACKOFF
+            return source.MIN_BACKOFF
         state.applied = fingerprint
         return None
+
+    def _owner_current(self, body: Mapping[str, Any]) -> bool:
+        """The Playbook of `body` still exists, is the same object (uid) and is not being
+        deleted: read afresh, since children are only applied after a change."""
+        meta = body["metadata"]
+        current = self.kube.read_playbook(meta["namespace"], meta["name"])
+        if current is None or current["metadata"].get("deletionTimestamp"):
+            return False
+        uid = meta.get("uid")
+        return uid is None or current["metadata"].get("uid") == uid
 
     def _observe(self, namespace: str, name: str, spec: PlaybookSpec, obs: Observation) -> None:
         deployment = self.kube.read_deployment(namespace, render.runtime_name(name))
@@ -312,14 +299,14 @@ class Reconciler:
         annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
         pods = tuple(
             _pod_state(p)
-            for p in self.kube.list_pods(namespace, render.selector(name))
+            for p in self.kube.list_pods(namespace, runtime_selector_labels(name))
             if not p["metadata"].get("deletionTimestamp")
         )
         obs.rollout = RolloutState(
             exists=True,
             desired=spec.replicas,
-            commit=annotations.get(render.ANNOTATION_COMMIT, ""),
-            revision=annotations.get(render.ANNOTATION_REVISION, ""),
+            commit=annotations.get(ANNOTATION_COMMIT, ""),
+            revision=annotations.get(ANNOTATION_REVISION, ""),
             generation_observed=int(dep_status.get("observedGeneration") or 0)
             >= int(deployment["metadata"].get("generation") or 0),
             replicas=int(dep_status.get("replicas") or 0),
@@ -334,7 +321,7 @@ class Reconciler:
     def _publish(
         self, namespace: str, name: str, obs: Observation, previous: Mapping[str, Any]
     ) -> tuple[dict[str, Any], list[Transition]]:
-        status, transitions = summarise(obs, previous)
+        status, transitions = summarize(obs, previous)
         if _differs(status, previous):
             self.kube.patch_status(namespace, name, status)
         return status, transitions
@@ -351,18 +338,6 @@ def _unrepeated(transitions: list[Transition], state: _State, now: float) -> lis
         state.posted[key] = now
         kept.append(transition)
     return kept
-
-
-def _source_failure(exc: Exception, creds: Credentials | None) -> tuple[str, str]:
-    secrets = creds.secret_values() if creds else []
-    if isinstance(exc, SourceError):
-        return exc.reason, sanitize(exc.message, secrets)
-    if isinstance(exc, ArtifactTooLarge):
-        return c.ARTIFACT_TOO_LARGE, sanitize(str(exc), secrets)
-    if isinstance(exc, ArtifactError):
-        return c.ARTIFACT_FAILED, sanitize(str(exc), secrets)
-    assert isinstance(exc, ApiException)
-    return c.GIT_OPERATION_FAILED, f"reading the secret: API error {exc.status} {exc.reason}"
 
 
 def _pod_state(pod: Mapping[str, Any]) -> PodState:
@@ -391,7 +366,7 @@ def _pod_state(pod: Mapping[str, Any]) -> PodState:
         name=pod["metadata"]["name"],
         ip=status.get("podIP"),
         ready=ready,
-        commit=annotations.get(render.ANNOTATION_COMMIT),
+        commit=annotations.get(ANNOTATION_COMMIT),
         problem=problem,
     )
 

@@ -11,7 +11,10 @@ So kopf's watch only reports what it sees (`observe`, from `@kopf.on.event`),
 and one loop here calls each kind's refresh function for every object it
 knows, every `interval` seconds, a few at a time in worker threads (the
 refresh functions make blocking API and Git calls, as kopf's sync handlers do).
-Objects marked for deletion are dropped: there is nothing left to refresh.
+Objects marked for deletion are dropped: there is nothing left to refresh. A
+refresh waiting for a free worker looks the object up again when it gets one:
+it runs with the newest body the watch has seen, and not at all if the object
+was deleted meanwhile (a refresh must never act on a deleted object's old body).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import kopf
+
+from kubesoar_operator import workers
 
 log = logging.getLogger("kubesoar_operator.refresher")
 
@@ -41,7 +46,7 @@ Key = tuple[str, str, str]  # plural, namespace, name
 
 
 class Refresher:
-    def __init__(self, max_parallel: int = 4) -> None:
+    def __init__(self, max_parallel: int = workers.REFRESH_WORKERS) -> None:
         self._refresh: dict[str, tuple[RefreshFn, float]] = {}
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._due: dict[Key, float] = {}
@@ -69,9 +74,6 @@ class Refresher:
             return
         self._bodies[key] = dict(obj)
 
-    def known(self) -> list[Key]:
-        return sorted(self._bodies)
-
     async def run(self, stop: asyncio.Event, tick: float = 0.5) -> None:
         """Refresh objects as they fall due, until `stop` is set."""
         loop = asyncio.get_running_loop()
@@ -79,9 +81,12 @@ class Refresher:
         running: set[asyncio.Task[None]] = set()
         busy: set[Key] = set()
 
-        async def refresh_one(key: Key, refresh: RefreshFn, body: dict[str, Any]) -> None:
+        async def refresh_one(key: Key, refresh: RefreshFn) -> None:
             try:
                 async with slots:
+                    body = self._bodies.get(key)
+                    if body is None:
+                        return  # deleted while it waited for a slot
                     raw = cast(kopf.RawBody, body)
                     context = (self._kopf_context or contextvars.copy_context()).copy()
                     await loop.run_in_executor(None, context.run, refresh, kopf.Body(raw))
@@ -106,7 +111,7 @@ class Refresher:
                     continue
                 self._due[key] = now + interval
                 busy.add(key)
-                task = loop.create_task(refresh_one(key, refresh, self._bodies[key]))
+                task = loop.create_task(refresh_one(key, refresh))
                 running.add(task)
                 task.add_done_callback(running.discard)
             try:

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from kubesoar import _caller as caller
+from kubesoar.contracts import caller, http, kube
 
 from kubesoar_operator.spec import PlaybookSpec
 
@@ -25,9 +25,6 @@ RUNTIME_UID = 65532
 # still queued are abandoned (and counted, see docs/playbooks.md).
 MAX_DRAIN_SECONDS = 3600
 DRAIN_MARGIN_SECONDS = 10
-ANNOTATION_COMMIT = "kubesoar.dev/commit"
-ANNOTATION_DIGEST = "kubesoar.dev/digest"
-ANNOTATION_REVISION = "kubesoar.dev/revision"
 DEFAULT_REQUESTS = {"cpu": "50m", "memory": "64Mi"}
 DEFAULT_LIMITS = {"cpu": "500m", "memory": "256Mi"}
 
@@ -48,30 +45,13 @@ class RenderContext:
     default_image: str = DEFAULT_IMAGE
 
 
-def labels(name: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "kubesoar",
-        "app.kubernetes.io/component": "runtime",
-        "app.kubernetes.io/managed-by": "kubesoar-operator",
-        "kubesoar.dev/playbook": name,
-    }
-
-
-def selector(name: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": "kubesoar",
-        "app.kubernetes.io/component": "runtime",
-        "kubesoar.dev/playbook": name,
-    }
-
-
 def runtime_name(name: str) -> str:
     """Name of the ServiceAccount, Deployment and NetworkPolicy (the Service has `name`)."""
     return f"{name}-runtime"
 
 
 def _meta(ctx: RenderContext, name: str) -> dict[str, Any]:
-    return {"name": name, "namespace": ctx.namespace, "labels": labels(ctx.name)}
+    return {"name": name, "namespace": ctx.namespace, "labels": kube.runtime_labels(ctx.name)}
 
 
 def service_account(ctx: RenderContext) -> dict[str, Any]:
@@ -214,8 +194,8 @@ def deployment(ctx: RenderContext) -> dict[str, Any]:
                 "env": _env(ctx),
                 "resources": _resources(spec),
                 "securityContext": _container_security(),
-                "readinessProbe": _probe("/readyz", 2, 2),
-                "livenessProbe": _probe("/healthz", 10, 3),
+                "readinessProbe": _probe(http.READYZ_PATH, 2, 2),
+                "livenessProbe": _probe(http.HEALTHZ_PATH, 10, 3),
                 "volumeMounts": [{**workspace_mount, "readOnly": True}, tmp_mount, *secret_mounts],
             }
         ],
@@ -230,7 +210,7 @@ def deployment(ctx: RenderContext) -> dict[str, Any]:
         "spec": {
             "replicas": spec.replicas,
             "revisionHistoryLimit": 3,
-            "selector": {"matchLabels": selector(ctx.name)},
+            "selector": {"matchLabels": kube.runtime_selector_labels(ctx.name)},
             # Keep capacity during a rollout: a new pod must be ready before an old one goes.
             "strategy": {
                 "type": "RollingUpdate",
@@ -238,12 +218,12 @@ def deployment(ctx: RenderContext) -> dict[str, Any]:
             },
             "template": {
                 "metadata": {
-                    "labels": labels(ctx.name),
+                    "labels": kube.runtime_labels(ctx.name),
                     # A new commit or artifact changes the template, which rolls the pods.
                     "annotations": {
-                        ANNOTATION_COMMIT: ctx.commit,
-                        ANNOTATION_DIGEST: ctx.digest,
-                        ANNOTATION_REVISION: ctx.revision,
+                        kube.ANNOTATION_COMMIT: ctx.commit,
+                        kube.ANNOTATION_DIGEST: ctx.digest,
+                        kube.ANNOTATION_REVISION: ctx.revision,
                     },
                 },
                 "spec": pod_spec,
@@ -259,7 +239,7 @@ def service(ctx: RenderContext) -> dict[str, Any]:
         "metadata": _meta(ctx, ctx.name),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector(ctx.name),
+            "selector": kube.runtime_selector_labels(ctx.name),
             "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
         },
     }
@@ -268,7 +248,7 @@ def service(ctx: RenderContext) -> dict[str, Any]:
 def _from_system(ctx: RenderContext, component: str) -> dict[str, Any]:
     return {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ctx.system_namespace}},
-        "podSelector": {"matchLabels": {"app.kubernetes.io/component": component}},
+        "podSelector": {"matchLabels": {kube.LABEL_COMPONENT: component}},
     }
 
 
@@ -277,7 +257,7 @@ def network_policy(ctx: RenderContext) -> dict[str, Any]:
     egress: list[dict[str, Any]] = [
         {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
          "ports": dns_ports},
-        {"to": [_from_system(ctx, "operator")],
+        {"to": [_from_system(ctx, kube.COMPONENT_OPERATOR)],
          "ports": [{"protocol": "TCP", "port": ctx.artifact_port}]},
     ]  # fmt: skip
     for rule in ctx.spec.network.egress:
@@ -290,11 +270,14 @@ def network_policy(ctx: RenderContext) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": _meta(ctx, runtime_name(ctx.name)),
         "spec": {
-            "podSelector": {"matchLabels": selector(ctx.name)},
+            "podSelector": {"matchLabels": kube.runtime_selector_labels(ctx.name)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [
                 {
-                    "from": [_from_system(ctx, "router"), _from_system(ctx, "operator")],
+                    "from": [
+                        _from_system(ctx, kube.COMPONENT_ROUTER),
+                        _from_system(ctx, kube.COMPONENT_OPERATOR),
+                    ],
                     "ports": [{"protocol": "TCP", "port": RUNTIME_PORT}],
                 }
             ],

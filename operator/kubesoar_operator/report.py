@@ -7,7 +7,6 @@ are bounded: at most `MAX_PODS` pods, a short timeout, a capped body.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from kubesoar import _caller as caller
+from kubesoar.contracts import caller, http
+from pydantic import ValidationError
 
 log = logging.getLogger("kubesoar_operator.report")
 
@@ -38,7 +38,7 @@ class PodState:
 @dataclass
 class PodReport:
     pod: PodState
-    report: Mapping[str, Any] | None = None
+    report: http.Report | None = None
     error: str | None = None
 
 
@@ -53,7 +53,7 @@ class Summary:
 def fetch_report(client: httpx.Client, pod: PodState, port: int, token: str = "") -> PodReport:
     if not pod.ip:
         return PodReport(pod, error="no pod IP yet")
-    url = f"http://{pod.ip}:{port}/v1/report"
+    url = f"http://{pod.ip}:{port}{http.REPORT_PATH}"
     headers = {"Authorization": caller.authorization(token)} if token else {}
     try:
         with client.stream("GET", url, timeout=TIMEOUT, headers=headers) as response:
@@ -64,13 +64,16 @@ def fetch_report(client: httpx.Client, pod: PodState, port: int, token: str = ""
                     return PodReport(pod, error="report larger than 1 MiB")
             if response.status_code != 200:
                 return PodReport(pod, error=f"report answered HTTP {response.status_code}")
-        data = json.loads(body)
-    except (httpx.HTTPError, ValueError) as exc:
+    except httpx.HTTPError as exc:
         log.debug("report of pod %s unavailable: %s", pod.name, type(exc).__name__)
         return PodReport(pod, error=f"report unavailable ({type(exc).__name__})")
-    if not isinstance(data, dict):
-        return PodReport(pod, error="report is not a JSON object")
-    return PodReport(pod, report=data)
+    try:
+        return PodReport(pod, report=http.Report.model_validate_json(body))
+    except ValidationError as exc:
+        # Playbook code runs in that pod: its report is read, never trusted.
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        return PodReport(pod, error=f"report does not follow the contract ({where})")
 
 
 def collect(
@@ -84,25 +87,18 @@ def collect(
         return list(pool.map(lambda p: fetch_report(client, p, port, token), chosen))
 
 
-def _entry_point(raw: Mapping[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": str(raw.get("name", ""))[:253]}
-    if raw.get("trigger") is not None:
-        entry["trigger"] = str(raw["trigger"])[:253]
-    if isinstance(raw.get("conditions"), Mapping):
-        entry["conditions"] = dict(raw["conditions"])
-    for key in ("order", "priority"):
-        value = raw.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            entry[key] = value
-        elif isinstance(value, str) and key == "priority":
-            entry[key] = value[:63]
-    if raw.get("description"):
-        entry["description"] = str(raw["description"])[:1024]
+def _entry_point(raw: http.EntryPointInfo) -> dict[str, Any]:
+    """An entry point as `status.playbooks` shows it, strings bounded for the status."""
+    entry: dict[str, Any] = {"name": raw.name[:253]}
+    if raw.trigger is not None:
+        entry["trigger"] = raw.trigger[:253]
+    if raw.conditions is not None:
+        entry["conditions"] = raw.conditions
+    entry["order"] = raw.order
+    entry["priority"] = raw.priority
+    if raw.description:
+        entry["description"] = raw.description[:1024]
     return entry
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def aggregate(reports: Iterable[PodReport], commit: str) -> Summary:
@@ -113,32 +109,30 @@ def aggregate(reports: Iterable[PodReport], commit: str) -> Summary:
         report = item.report
         if report is None:
             continue
-        raw_runs = report.get("runs")
-        runs: Mapping[str, Any] = raw_runs if isinstance(raw_runs, Mapping) else {}
-        for key in ("total", "succeeded", "failed"):
-            summary.runs[key] += _int(runs.get(key))
-        run_time = runs.get("lastRunTime")
-        if isinstance(run_time, str) and run_time > last_time:
-            last_time = run_time
-            summary.runs["lastRunTime"] = run_time
-            if runs.get("lastError"):
-                summary.runs["lastError"] = str(runs["lastError"])[:1024]
+        runs = report.runs
+        summary.runs["total"] += runs.total
+        summary.runs["succeeded"] += runs.succeeded
+        summary.runs["failed"] += runs.failed
+        if runs.last_run_time is not None and runs.last_run_time > last_time:
+            last_time = runs.last_run_time
+            summary.runs["lastRunTime"] = runs.last_run_time
+            if runs.last_error:
+                summary.runs["lastError"] = runs.last_error[:1024]
             else:
                 summary.runs.pop("lastError", None)
-        if report.get("commit") != commit:
+        if report.commit != commit:
             continue  # an old revision's pod, still draining
         summary.reports_at_commit += 1
-        load_error = report.get("loadError")
-        if isinstance(load_error, Mapping) and summary.load_error is None:
+        load_error = report.load_error
+        if load_error is not None and summary.load_error is None:
             summary.load_error = {
-                "type": str(load_error.get("type", "Error"))[:253],
-                "message": str(load_error.get("message", ""))[:1024],
-                "file": str(load_error.get("file") or "")[:1024],
-                "line": _int(load_error.get("line")),
+                "type": load_error.type[:253],
+                "message": load_error.message[:1024],
+                "file": (load_error.file or "")[:1024],
+                "line": load_error.line or 0,
             }
-        entries = report.get("entryPoints")
-        if isinstance(entries, list) and not summary.entry_points:
-            summary.entry_points = [_entry_point(e) for e in entries if isinstance(e, Mapping)]
+        if report.entry_points and not summary.entry_points:
+            summary.entry_points = [_entry_point(e) for e in report.entry_points]
     return summary
 
 

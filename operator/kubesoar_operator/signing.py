@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-from kubesoar import _caller as caller
+from kubesoar.contracts import caller
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600
 KEY_BYTES = 32
@@ -37,7 +37,7 @@ class Signer:
         return cls(path.read_bytes().strip())
 
     def caller_token(self, namespace: str, name: str) -> str:
-        """The Playbook's runtime caller token (kubesoar._caller)."""
+        """The Playbook's runtime caller token (kubesoar.contracts.caller)."""
         return caller.caller_token(self._key, namespace, name)
 
     def signature(self, namespace: str, name: str, digest: str, expires: int) -> str:

@@ -3,7 +3,7 @@
 The CRD schema rejects most bad input at admission; this model is the second
 line (e.g. semver range syntax, which the schema cannot express) and the one
 place the operator reads spec fields from. A `ValidationError` here becomes the
-`Stalled` condition with reason `InvalidSpec`. `tests/operator/test_spec_schema.py`
+`Stalled` condition with reason `InvalidSpec`. `tests/operator/test_op_spec_schema.py`
 keeps the fields and defaults in step with `crds/playbook.yaml`.
 """
 
@@ -15,11 +15,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kubesoar_operator import semver
-
-GROUP = "kubesoar.dev"
-VERSION = "v1alpha1"
-PLURAL = "playbooks"
-KIND = "Playbook"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -1,6 +1,6 @@
-"""Summarise one reconcile into the Playbook's status, in one place.
+"""Summarize one reconcile into the Playbook's status, in one place.
 
-`summarise` is pure: it takes what the reconcile observed and the previous
+`summarize` is pure: it takes what the reconcile observed and the previous
 status, and returns the new status (conditions merged so unchanged ones keep
 their `lastTransitionTime`) plus the transitions worth an Event.
 """
@@ -44,7 +44,8 @@ class Observation:
     generation: int
     spec_error: str | None = None
     source: SourceState | None = None
-    source_error: tuple[str, str] | None = None  # (reason, sanitised message)
+    source_error: tuple[str, str] | None = None  # (reason, sanitized message)
+    source_failures: int = 0  # failed source attempts in a row, this one included
     apply_error: str | None = None
     rollout: RolloutState | None = None
     summary: Summary = field(default_factory=Summary)
@@ -91,7 +92,7 @@ def _runtime_condition(obs: Observation, gen: int) -> dict[str, Any]:
     return c.make(c.RUNTIME_READY, True, c.SUCCEEDED, f"{counts} at {rollout.revision}", gen)
 
 
-def summarise(
+def summarize(
     obs: Observation, previous: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any], list[Transition]]:
     prev = dict(previous or {})
@@ -136,7 +137,11 @@ def summarise(
     else:
         assert obs.source is not None
         ready = c.make(c.READY, True, c.SUCCEEDED, f"running {obs.source.revision}", gen)
-    current = [ready, source_cond, runtime_cond, *_progress(source_cond, runtime_cond, gen=gen)]
+    if _source_stalled(obs):
+        progress = [_stalled_source(source_cond, obs.source_failures, gen)]
+    else:
+        progress = _progress(source_cond, runtime_cond, gen=gen)
+    current = [ready, source_cond, runtime_cond, *progress]
     status["conditions"] = c.merge(prev_conditions, current)
 
     if obs.source is not None:
@@ -179,6 +184,23 @@ def _progress(*halves: dict[str, Any], gen: int) -> list[dict[str, Any]]:
     if terminal:
         return [c.make(c.STALLED, True, terminal[0]["reason"], terminal[0]["message"], gen)]
     return []
+
+
+def _source_stalled(obs: Observation) -> bool:
+    """A persistent source failure that lasted `STALL_AFTER_FAILURES` attempts in a row."""
+    return (
+        obs.source_error is not None
+        and obs.source_error[0] in c.PERSISTENT
+        and obs.source_failures >= c.STALL_AFTER_FAILURES
+    )
+
+
+def _stalled_source(source_cond: Mapping[str, Any], failures: int, gen: int) -> dict[str, Any]:
+    """`Stalled` with the source's reason. It outranks the runtime half: whatever that
+    waits for, the revision the spec asks for cannot be known until the source is fixed."""
+    reason, message = source_cond["reason"], source_cond["message"]
+    text = f"{reason} on {failures} attempts in a row (still retried with backoff): {message}"
+    return c.make(c.STALLED, True, reason, text, gen)
 
 
 def _suspended(previous: list[Mapping[str, Any]], gen: int) -> list[dict[str, Any]]:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from kubesoar._gc import tune_gc as tune_gc  # the router's cli calls it after start-up
+from kubesoar.contracts import http
 
-from kubesoar_router import delivery, ingest
+from kubesoar_router import callbacks, delivery, ingest
 from kubesoar_router.ingest import ROUTER_KEY, Router
 
-READY_PATH = "/readyz"
-HEALTH_PATH = "/healthz"
-# As the runtime's (kubesoar._server.GC_GEN0_THRESHOLD): young collections every
-# 700 allocations cost the ingest path about a tenth of its CPU (bench/README.md).
-GC_GEN0_THRESHOLD = 10_000
+READY_PATH = http.READYZ_PATH
+HEALTH_PATH = http.HEALTHZ_PATH
 # Bounds on a request's head, checked by aiohttp's parser before any handler runs (a 400
 # past them). The request line carries at most a 63-character namespace and a
 # 253-character source name; alert senders, proxies included, send a few dozen headers.
@@ -27,15 +25,6 @@ HANDLER_ARGS = {
     "max_field_size": MAX_FIELD_SIZE,
     "max_headers": MAX_HEADERS,
 }
-
-
-def tune_gc() -> None:
-    """For the router process after start-up: freeze what exists (modules) out of the
-    collector's way and collect the young generation less often. Not for library use."""
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -68,15 +57,21 @@ def create_ingest_app(router: Router, *, serve_metrics: bool = False) -> web.App
 
     app.cleanup_ctx.append(client_session)
     app.router.add_post(ingest.INGEST_ROUTE, ingest.handle_alert)
+    if router.durable is not None:
+        callbacks.add_routes(
+            app,
+            router.durable.pool,
+            lease_seconds=router.durable.dispatcher.policy.lease_seconds,
+        )
     app.router.add_get(HEALTH_PATH, _healthz)
     app.router.add_get(READY_PATH, _readyz)
     if serve_metrics:
-        app.router.add_get("/metrics", _metrics)
+        app.router.add_get(http.METRICS_PATH, _metrics)
     return app
 
 
 def create_metrics_app(router: Router) -> web.Application:
     app = web.Application(handler_args=HANDLER_ARGS)
     app[ROUTER_KEY] = router
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get(http.METRICS_PATH, _metrics)
     return app

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubesoar import _bearer as bearer
+from kubesoar._expiring import ExpiringMap
+from kubesoar.contracts.alertsource import Auth
 
 from kubesoar_router.errors import IngestError
-from kubesoar_router.expiring import ExpiringKeys
-from kubesoar_router.sourcespec import Auth
 
 SIGNATURE_PREFIX = "v1="
 MAX_REPLAY_ENTRIES = 200_000
@@ -44,18 +44,13 @@ class Credentials:
         return "Credentials(<redacted>)"
 
 
-def alerts_path(namespace: str, source: str) -> str:
-    """The ingest path a signature is bound to."""
-    return f"/v1/namespaces/{namespace}/sources/{source}/alerts"
-
-
 def sign(secret: bytes, timestamp: str, body: bytes, *, path: str, method: str = "POST") -> str:
     """The signature header value a sender computes (scheme v1; the module docstring)."""
     head = f"v1\n{timestamp}\n{method.upper()}\n{path}\n".encode()
     return SIGNATURE_PREFIX + hmac.new(secret, head + body, hashlib.sha256).hexdigest()
 
 
-class ReplayCache(ExpiringKeys):
+class ReplayCache(ExpiringMap[bytes, None]):
     """Signatures seen within their window; bounded, oldest evicted first.
 
     A signature is reserved while its request is processed and released when the
@@ -70,7 +65,7 @@ class ReplayCache(ExpiringKeys):
     def reserve(self, key: bytes, expires_at: float, now: float) -> bool:
         if self.live(key, now):
             return False
-        self.put(key, expires_at, now)
+        self.put(key, None, expires_at=expires_at, now=now)
         return True
 
     def release(self, key: bytes) -> None:
@@ -90,7 +85,7 @@ def authenticate(
 ) -> bytes | None:
     """Check every configured method; return the replay-cache key reserved, if any.
 
-    `path` is the canonical `alerts_path` of the source; the signature covers it.
+    `path` is the canonical `contracts.http.ingest_path` of the source; the signature covers it.
     Raises `IngestError` (401/403) when a check fails.
     """
     if auth.bearer is not None:

@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,12 +16,18 @@ from aiohttp import web
 
 from kubesoar_router import logs, statuswriter
 from kubesoar_router.app import create_ingest_app, create_metrics_app, tune_gc
+from kubesoar_router.dispatcher import DispatchPolicy
+from kubesoar_router.durable import DEFAULT_MAX_QUEUED_PER_PLAYBOOK, open_durable
 from kubesoar_router.ingest import BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES, Router
 from kubesoar_router.kubeapi import KubeApi
 from kubesoar_router.snapshot import Snapshot
+from kubesoar_router.store import DatabaseUrlError, StoreError
+from kubesoar_router.store.url import ENV_URL, ENV_URL_FILE, resolve_url
 from kubesoar_router.watch import Watcher
 
 logger = logging.getLogger("kubesoar.router")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -35,7 +43,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--metrics-port", type=int, default=9090, help="port for /metrics (0: on the ingest port)"
     )
-    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=DEFAULT_MAX_BODY_BYTES,
+        help=f"largest alert body accepted, larger ones get 413 (default {DEFAULT_MAX_BODY_BYTES})",
+    )
     parser.add_argument(
         "--body-timeout",
         type=float,
@@ -53,7 +66,44 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=Path,
         help="the operator's signing key: runtime pods accept runs only with tokens made from it",
     )
-    parser.add_argument("--log-level", default="INFO")
+    database = parser.add_argument_group(
+        "system of record",
+        "with a database every accepted alert and run is kept in PostgreSQL and dispatched "
+        "from there (docs/operations.md); without one, alerts go straight to runtime pods",
+    )
+    database.add_argument(
+        "--database-url-file",
+        type=Path,
+        help=f"file holding the postgresql:// URL, e.g. a mounted Secret (or ${ENV_URL_FILE})",
+    )
+    database.add_argument(
+        "--database-url",
+        help=f"postgresql:// URL (visible in the process list: prefer the file; or ${ENV_URL})",
+    )
+    database.add_argument(
+        "--advertise-url",
+        help="this replica's base URL as runtime pods reach it, for their run reports "
+        "(default: http://$KUBESOAR_POD_IP:<listen port>)",
+    )
+    database.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=DispatchPolicy.lease_seconds,
+        help="a run whose pod neither heartbeats nor reports for this long is redelivered",
+    )
+    database.add_argument(
+        "--max-queued-per-playbook",
+        type=int,
+        default=DEFAULT_MAX_QUEUED_PER_PLAYBOOK,
+        help="queued runs of one Playbook above which ingest answers 429",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
     return parser.parse_args(list(argv))
 
 
@@ -64,7 +114,33 @@ def split_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def database_url(args: argparse.Namespace) -> str | None:
+    """The configured database URL, or None when the router runs without one."""
+    configured = (args.database_url, args.database_url_file)
+    if configured == (None, None) and not (os.environ.get(ENV_URL) or os.environ.get(ENV_URL_FILE)):
+        return None
+    return resolve_url(args.database_url, args.database_url_file)
+
+
+def advertise_url(args: argparse.Namespace, port: int) -> str:
+    if args.advertise_url:
+        return str(args.advertise_url).rstrip("/")
+    pod_ip = os.environ.get("KUBESOAR_POD_IP")
+    if not pod_ip:
+        raise SystemExit(
+            "kubesoar router: with a database, runtime pods report back to the router: "
+            "pass --advertise-url or set KUBESOAR_POD_IP"
+        )
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{port}"
+
+
 async def serve(args: argparse.Namespace) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        await _serve(args, stack)
+
+
+async def _serve(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> None:
     host, port = split_listen(args.listen)
     namespaces = [n for n in args.namespace if n != "all"] or None
     api = KubeApi.from_config(args.kubeconfig)
@@ -75,6 +151,21 @@ async def serve(args: argparse.Namespace) -> None:
         router.caller_key = args.caller_key_file.read_bytes().strip()
     else:
         logger.warning("no --caller-key-file: runtime pods will refuse this router's runs")
+    url = database_url(args)
+    if url is not None:
+        router.durable = await stack.enter_async_context(
+            open_durable(
+                url,
+                router.snapshot,
+                report_url=advertise_url(args, port),
+                caller_key=router.caller_key,
+                policy=DispatchPolicy(lease_seconds=args.lease_seconds),
+                max_queued_per_playbook=args.max_queued_per_playbook,
+            )
+        )
+        logger.info("system of record connected: alerts are committed before 202")
+    else:
+        logger.warning("no database: alerts go straight to runtime pods (not durable)")
     # No access log: a line per request (JSON-formatted) would cost more than routing the
     # alert; the metrics count requests and refusals are logged with their reason.
     runners = [
@@ -124,5 +215,11 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level)
-    asyncio.run(serve(args))
+    try:
+        asyncio.run(serve(args))
+    except StoreError as exc:
+        # No database URL, the database unreachable or not migrated: one clear line
+        # (URL passwords are scrubbed by the store), not a traceback.
+        print(f"kubesoar router: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, DatabaseUrlError) else 1
     return 0

@@ -15,8 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubesoar._conditions import MISSING, lookup_path
-
-from kubesoar_router.expiring import ExpiringKeys
+from kubesoar._expiring import ExpiringMap
 
 MAX_ENTRIES = 200_000
 
@@ -30,7 +29,7 @@ def dedup_key(scope: str, alert: Mapping[str, Any], paths: Sequence[str]) -> byt
     return hashlib.sha256(f"{scope}\0{text}".encode()).digest()[:16]
 
 
-class DedupCache(ExpiringKeys):
+class DedupCache(ExpiringMap[bytes, None]):
     """Alert keys with the end of their window; bounded, oldest evicted first."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
@@ -40,4 +39,4 @@ class DedupCache(ExpiringKeys):
         return self.live(key, now)
 
     def remember(self, key: bytes, window_seconds: float, now: float) -> None:
-        self.put(key, now + window_seconds, now)
+        self.put(key, None, expires_at=now + window_seconds, now=now)

@@ -40,57 +40,31 @@ import enum
 import functools
 import hashlib
 import itertools
-import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
-from kubesoar import _caller as caller
+from kubesoar._expiring import ExpiringMap
+from kubesoar.contracts import caller, http
 from multidict import CIMultiDict
+from pydantic import ValidationError
 from yarl import URL
 
 from kubesoar_router.snapshot import Endpoint
 
 logger = logging.getLogger("kubesoar.router")
 
-RUNS_PATH = "/v1/runs"
 MAX_ATTEMPTS = 3
 MAX_ANSWER_BYTES = 64 * 1024
 _HEADERS: Final = CIMultiDict({"Content-Type": "application/json"})
-_encode_string = json.JSONEncoder(ensure_ascii=True).encode
 
 
 def idempotency_key(alert_id: str, namespace: str, playbook: str) -> str:
     digest = hashlib.sha256(f"{alert_id}\0{namespace}\0{playbook}".encode()).hexdigest()
     return f"{alert_id}:{digest[:16]}"
-
-
-@functools.lru_cache(maxsize=1024)
-def _entries_json(entries: tuple[str, ...]) -> bytes:
-    return json.dumps(list(entries), separators=(",", ":")).encode()
-
-
-def run_request_body(
-    *, key: str, correlation_id: str, entries: Sequence[str], alert_json: bytes
-) -> bytes:
-    """The `POST /v1/runs` body, with the alert's JSON serialised once per alert."""
-    return b"".join(
-        (
-            b'{"idempotencyKey":',
-            _encode_string(key).encode(),
-            b',"correlationId":',
-            _encode_string(correlation_id).encode(),
-            b',"playbooks":',
-            _entries_json(tuple(entries)),
-            b',"alert":',
-            alert_json,
-            b"}",
-        )
-    )
 
 
 class Outcome(enum.Enum):
@@ -129,9 +103,6 @@ class DeliveryResult:
     playbook: str
     run_id: str | None = None
     error: str | None = None
-    # True when the runtime may have accepted the alert although the router could
-    # not confirm it (the sender's retry is then sent to the same endpoint first).
-    ambiguous: bool = False
     # Where it was accepted, and with which key (see `Deliverer.pin`).
     endpoint: Endpoint | None = None
     key: str | None = None
@@ -157,7 +128,7 @@ def affinity(key: str, endpoint: Endpoint) -> bytes:
 
 def _runs_url(endpoint: Endpoint) -> URL:
     # A parsed URL per endpoint, not a string parsed again on every request.
-    return URL(endpoint.url + RUNS_PATH)
+    return URL(endpoint.url + http.RUNS_PATH)
 
 
 class Deliverer:
@@ -180,7 +151,7 @@ class Deliverer:
             sock_read=self.policy.attempt_timeout,
         )
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
-        self._pinned: OrderedDict[str, tuple[float, Endpoint]] = OrderedDict()
+        self._pinned: ExpiringMap[str, Endpoint] = ExpiringMap(self.policy.pinned_keys)
         self._clock = clock
 
     def _start(self, namespace: str, playbook: str) -> int:
@@ -191,23 +162,15 @@ class Deliverer:
 
     def pinned(self, key: str) -> Endpoint | None:
         """The endpoint an unsure delivery of `key` was last sent to, if remembered."""
-        entry = self._pinned.get(key)
-        if entry is None:
-            return None
-        if self._clock() - entry[0] > self.policy.pinned_seconds:
-            del self._pinned[key]
-            return None
-        return entry[1]
+        return self._pinned.get(key, self._clock())
 
     def pin(self, key: str, endpoint: Endpoint) -> None:
         """Send the next delivery of `key` to `endpoint` first: for a key left unsure, and
         for a key one pod accepted while another Playbook's delivery of the same alert
         failed (the router answers 503, and the sender's retry must find that pod's replay,
         not a second run on another pod of the Playbook)."""
-        self._pinned[key] = (self._clock(), endpoint)
-        self._pinned.move_to_end(key)
-        while len(self._pinned) > self.policy.pinned_keys:
-            self._pinned.popitem(last=False)
+        now = self._clock()
+        self._pinned.put(key, endpoint, expires_at=now + self.policy.pinned_seconds, now=now)
 
     def _order(
         self, namespace: str, playbook: str, endpoints: Sequence[Endpoint], key: str | None
@@ -235,7 +198,7 @@ class Deliverer:
         key: str | None = None,
         token: str = "",
     ) -> DeliveryResult:
-        """`token` is the Playbook's caller token (kubesoar._caller), sent on every attempt."""
+        """`token` is the Playbook's caller token (`contracts.caller`), sent on every attempt."""
         if not endpoints:
             return DeliveryResult(playbook, error="no ready runtime endpoint")
         last_error = "not attempted"
@@ -260,7 +223,7 @@ class Deliverer:
                     attempt = retry
             if attempt.outcome is Outcome.ACCEPTED:
                 if key is not None and self._pinned:
-                    self._pinned.pop(key, None)
+                    self._pinned.discard(key)
                 return DeliveryResult(playbook, run_id=attempt.run_id, endpoint=endpoint, key=key)
             if attempt.outcome is Outcome.AMBIGUOUS:
                 # Sending it elsewhere could run it twice: stop, answer 503, and send the
@@ -274,7 +237,6 @@ class Deliverer:
                     playbook,
                     error=f"a runtime pod may have accepted it ({attempt.reason}); "
                     "a retry of the same alert is sent there first",
-                    ambiguous=True,
                 )
             last_error = attempt.reason
             self._log_attempt(
@@ -331,13 +293,12 @@ class Deliverer:
                 return Attempt(Outcome.AMBIGUOUS, f"runtime answered {status}")
             return Attempt(Outcome.REFUSED, f"runtime answered {status}")
         try:
-            answer = json.loads(raw)
-        except ValueError:
-            return Attempt(Outcome.AMBIGUOUS, f"runtime answered {status} with invalid JSON")
-        run_id = answer.get("runId") if isinstance(answer, dict) else None
-        if not isinstance(run_id, str):
+            answer = http.RunAccepted.model_validate_json(raw)
+        except ValidationError:
+            return Attempt(Outcome.AMBIGUOUS, f"runtime answered {status} without a RunAccepted")
+        if answer.run_id is None:
             return Attempt(Outcome.AMBIGUOUS, f"runtime answered {status} without a runId")
-        return Attempt(Outcome.ACCEPTED, run_id=run_id)
+        return Attempt(Outcome.ACCEPTED, run_id=answer.run_id)
 
 
 def _describe(exc: BaseException) -> str:

@@ -31,11 +31,14 @@ from typing import Any
 
 from aiohttp import web
 from kubesoar import _bodies as bodies
-from kubesoar import _caller as caller
+from kubesoar.contracts import caller, http
+from kubesoar.contracts.http import CORRELATION_HEADER
+from pydantic import BaseModel
 
-from kubesoar_router import auth, delivery, normalisers
+from kubesoar_router import auth, delivery, durable, normalizers
 from kubesoar_router.counters import CounterBook
 from kubesoar_router.dedup import DedupCache, dedup_key
+from kubesoar_router.durable import Durable
 from kubesoar_router.errors import IngestError
 from kubesoar_router.metrics import UNKNOWN, RouterMetrics
 from kubesoar_router.ratelimit import TokenBucket
@@ -44,8 +47,7 @@ from kubesoar_router.snapshot import NamespaceState, Snapshot, Source
 logger = logging.getLogger("kubesoar.router")
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-INGEST_ROUTE = "/v1/namespaces/{namespace}/sources/{source}/alerts"
-CORRELATION_HEADER = "X-Correlation-Id"
+INGEST_ROUTE = http.ingest_path("{namespace}", "{source}")
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 DELIVERY_RETRY_AFTER = 5
 SUSPENDED_RETRY_AFTER = 60
@@ -78,7 +80,7 @@ class Router:
     delivery_policy: delivery.DeliveryPolicy = field(default_factory=delivery.DeliveryPolicy)
     metrics: RouterMetrics = field(default_factory=RouterMetrics)
     # The operator's signing key, from which each Playbook's caller token is derived
-    # (kubesoar._caller); None sends no token (runtime pods the operator renders refuse).
+    # (kubesoar.contracts.caller); None sends no token (runtime pods the operator renders refuse).
     caller_key: bytes | None = None
     counters: CounterBook = field(default_factory=CounterBook)
     dedup: DedupCache = field(default_factory=DedupCache)
@@ -86,6 +88,8 @@ class Router:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     body_timeout: float = BODY_TIMEOUT_SECONDS
     clock: Callable[[], float] = time.time
+    # The system of record (durable.py); None delivers straight to runtime pods.
+    durable: Durable | None = None
     _buckets: dict[tuple[str, str, float, int], TokenBucket] = field(default_factory=dict)
 
     def bucket(self, source: Source, now: float) -> TokenBucket | None:
@@ -111,9 +115,7 @@ def error_response(error: IngestError, correlation_id: str | None = None) -> web
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
     if correlation_id:
         headers[CORRELATION_HEADER] = correlation_id
-    response = web.json_response(
-        {"error": error.code, "message": error.message}, status=error.status, headers=headers
-    )
+    response = _json(http.ErrorBody(error=error.code, message=error.message), error.status, headers)
     if error.status == 408:
         # The rest of the body may still be on its way: the connection cannot carry
         # another request, and waiting for it is what the timeout refused to do.
@@ -223,7 +225,7 @@ def _authenticate(
             body,
             now=now,
             replay_cache=router.replay_cache,
-            path=auth.alerts_path(source.namespace, source.name),
+            path=http.ingest_path(source.namespace, source.name),
             method=request.method,
         )
     except IngestError as error:  # 401/403, or 503 for credentials not available
@@ -249,6 +251,9 @@ async def _accept(
                 "the source is suspended",
                 retry_after=SUSPENDED_RETRY_AFTER,
             )
+        if router.durable is not None and source.spec.auth.hmac is not None:
+            window = source.spec.auth.hmac.replay_window_seconds
+            await durable.check_replay(router.durable, replay_key, window)
         return await _process(router, state, source, body, now, correlation_id)
     except IngestError:
         # A refused or failed request releases its signature, so the sender may retry
@@ -272,15 +277,17 @@ async def _process(
     payload = parse_json(body)
     alert_id = alert_id_for(namespace, name, body)
     try:
-        alert = normalisers.build_alert(
+        alert = normalizers.build_alert(
             spec.format.value,
             payload,
             alert_id=alert_id,
             tenant=namespace,
             received_at=datetime.fromtimestamp(now, UTC),
         )
-    except normalisers.NormaliseError as exc:
+    except normalizers.NormalizeError as exc:
         raise IngestError(400, "invalid_alert", str(exc)) from None
+    if router.durable is not None:
+        return await _process_durably(router, state, source, alert, alert_id, now, correlation_id)
     bucket = router.bucket(source, now)
     if bucket is not None:
         wait = bucket.take(now)
@@ -332,6 +339,53 @@ async def _process(
     return _accepted(alert_id, correlation_id, results, duplicate=False)
 
 
+async def _process_durably(
+    router: Router,
+    state: NamespaceState,
+    source: Source,
+    alert: Any,
+    alert_id: str,
+    now: float,
+    correlation_id: str,
+) -> web.Response:
+    """The alert and its runs committed, then 202 (durable.py); dedup, rate limits and
+    the replay cache hold across replicas there."""
+    assert source.spec is not None and router.durable is not None
+    spec = source.spec
+    namespace, name = source.namespace, source.name
+    limit = spec.rate_limit
+    if limit is not None:
+        scope = f"{namespace}/{name}"
+        await durable.check_rate(
+            router.durable, scope, limit.requests_per_second, limit.effective_burst
+        )
+    match_view = alert.as_match_dict()
+    key = None
+    if spec.dedup.window_seconds > 0:
+        key = dedup_key(f"{namespace}/{name}", match_view, spec.dedup.paths)
+    matches = state.index.match(match_view)
+    answer = await durable.accept(
+        router.durable,
+        namespace=namespace,
+        source=name,
+        alert_id=alert_id,
+        alert=alert.model_dump(mode="json"),
+        correlation_id=correlation_id,
+        dedup_key=key,
+        dedup_window_seconds=float(spec.dedup.window_seconds),
+        matches=matches,
+    )
+    counts = router.counters.of(namespace, name)
+    if answer.duplicate:
+        router.metrics.source(namespace, name).duplicates.inc()
+        counts.duplicates += 1
+    else:
+        router.metrics.source(namespace, name).matched.inc(len(matches))
+        counts.accepted += 1
+        counts.last_alert_time = now
+    return _json(answer, 202, {CORRELATION_HEADER: correlation_id})
+
+
 async def _deliver_all(
     router: Router,
     state: NamespaceState,
@@ -357,7 +411,7 @@ async def _deliver_all(
         if router.caller_key is not None:
             token = caller.caller_token(router.caller_key, namespace, match.playbook)
             key = caller.secret_idempotency_key(token, key)
-        body = delivery.run_request_body(
+        body = http.encode_run_request(
             key=key, correlation_id=correlation_id, entries=match.entries, alert_json=alert_json
         )
         result = await deliverer.deliver(
@@ -382,13 +436,19 @@ async def _deliver_all(
 def _accepted(
     alert_id: str, correlation_id: str, results: list[delivery.DeliveryResult], *, duplicate: bool
 ) -> web.Response:
-    return web.json_response(
-        {
-            "alertId": alert_id,
-            "correlationId": correlation_id,
-            "deliveries": [{"playbook": r.playbook, "runId": r.run_id} for r in results],
-            "duplicate": duplicate,
-        },
-        status=202,
-        headers={CORRELATION_HEADER: correlation_id},
+    answer = http.IngestAccepted(
+        alert_id=alert_id,
+        correlation_id=correlation_id,
+        deliveries=[http.Delivery(playbook=r.playbook, run_id=r.run_id) for r in results],
+        duplicate=duplicate,
+    )
+    return _json(answer, 202, {CORRELATION_HEADER: correlation_id})
+
+
+def _json(model: BaseModel, status: int, headers: dict[str, str]) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(by_alias=True),
+        status=status,
+        headers=headers,
+        content_type="application/json",
     )

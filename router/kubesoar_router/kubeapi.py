@@ -9,6 +9,7 @@ method those support (certificates, tokens, exec plugins) works here too.
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -16,6 +17,9 @@ from typing import Any
 import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from kubernetes.config.incluster_config import InClusterConfigLoader
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
@@ -43,9 +47,12 @@ class KubeApi:
                 config_file=kubeconfig, client_configuration=configuration
             )
         else:
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
+            # The token and CA folder may be moved (KUBESOAR_SERVICE_ACCOUNT_DIR): the
+            # local node agent runs pods as processes that cannot see the fixed path.
+            folder = os.environ.get("KUBESOAR_SERVICE_ACCOUNT_DIR", SERVICE_ACCOUNT_DIR)
+            InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=f"{folder}/token", cert_filename=f"{folder}/ca.crt"
+            ).load_and_set(configuration)
         headers = {}
         token = configuration.api_key.get("authorization") or configuration.api_key.get(
             "BearerToken"

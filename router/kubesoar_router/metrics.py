@@ -2,6 +2,13 @@
 
 Labels are the namespace and source of the URL only when that source exists,
 so requests to made-up paths cannot grow the series without bound.
+
+The tenant's namespace is labelled `tenant_namespace`, not `namespace`: a
+scrape adds the target's own `namespace` (the router's), and Prometheus (and
+so Prometheus Operator's ServiceMonitor, without `honorLabels`) renames a
+colliding label of the metric to `exported_namespace`. `honorLabels: true`
+would let the metric's label win instead, but it also lets a target overwrite
+`job` and `instance`, and plain Prometheus configurations would still collide.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 UNKNOWN = "-"
+TENANT_LABEL = "tenant_namespace"
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,7 @@ class RouterMetrics:
     def __init__(self) -> None:
         self._sources: dict[tuple[str, str], SourceMetrics] = {}
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("namespace", "source")
+        labels = (TENANT_LABEL, "source")
         self.received = Counter(
             "kubesoar_router_alerts_received", "Requests received", labels, registry=self.registry
         )

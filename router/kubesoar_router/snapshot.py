@@ -16,16 +16,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubesoar.contracts import alertsource, kube
 from pydantic import ValidationError
 
-from kubesoar_router import sourcespec
 from kubesoar_router.auth import Credentials
 from kubesoar_router.routes import Route, RouteIndex, routes_from_status
 
 logger = logging.getLogger("kubesoar.router")
-
-PLAYBOOK_LABEL = "kubesoar.dev/playbook"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class Source:
 
     namespace: str
     name: str
-    spec: sourcespec.AlertSourceSpec | None
+    spec: alertsource.AlertSourceSpec | None
     credentials: Credentials = field(default_factory=Credentials)
     problem: str | None = None
 
@@ -87,7 +84,7 @@ def referenced_secrets(alertsource: Mapping[str, Any]) -> set[str]:
 def build_source(namespace: str, obj: Mapping[str, Any], secrets: SecretData) -> Source:
     name = obj["metadata"]["name"]
     try:
-        spec = sourcespec.parse_spec(obj.get("spec") or {})
+        spec = alertsource.parse_spec(obj.get("spec") or {})
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -127,7 +124,7 @@ def playbook_routes(obj: Mapping[str, Any]) -> list[Route]:
 
 def slice_owner(obj: Mapping[str, Any]) -> str | None:
     labels = (obj.get("metadata") or {}).get("labels") or {}
-    owner = labels.get(PLAYBOOK_LABEL) or labels.get(SERVICE_NAME_LABEL)
+    owner = labels.get(kube.LABEL_PLAYBOOK) or labels.get(kube.LABEL_SERVICE_NAME)
     return owner if isinstance(owner, str) else None
 
 

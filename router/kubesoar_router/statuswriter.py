@@ -14,7 +14,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from kubesoar_router import sourcespec
+from kubesoar.contracts import kube
+
 from kubesoar_router.counters import CounterBook, SourceCounts
 from kubesoar_router.kubeapi import ApiError, KubeApi
 
@@ -25,9 +26,7 @@ CONFLICT_RETRIES = 3
 
 
 def _path(namespace: str, name: str) -> str:
-    return (
-        f"/apis/{sourcespec.GROUP}/{sourcespec.VERSION}/namespaces/{namespace}/alertsources/{name}"
-    )
+    return kube.ALERT_SOURCE.path(namespace, name)
 
 
 def added(current: dict[str, Any], delta: SourceCounts) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Reflectors (list, then watch from the list's resourceVersion; on a dropped
 watch or `410 Gone`, list again, with backoff) keep a store per kind:
 Playbooks, AlertSources, runtime EndpointSlices (labelled
-`app.kubernetes.io/component=runtime`) and the Secrets AlertSources reference,
+`kube.RUNTIME_SELECTOR`) and the Secrets AlertSources reference,
 one field-selected watch per referenced Secret, so no other Secret is ever read.
 A change marks its namespace dirty; a single task rebuilds dirty namespaces
 (`snapshot.build_namespace`), coalescing bursts such as the initial lists.
@@ -19,13 +19,13 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
+from kubesoar.contracts import kube
+
 from kubesoar_router import snapshot as snapshots
-from kubesoar_router import sourcespec
 from kubesoar_router.kubeapi import KubeApi
 
 logger = logging.getLogger("kubesoar.router")
 
-RUNTIME_SELECTOR = "app.kubernetes.io/component=runtime"
 WATCH_TIMEOUT_SECONDS = 300
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -34,10 +34,10 @@ Key = tuple[str, str]  # (namespace, name)
 
 def collection_path(kind: str, namespace: str | None) -> str:
     scope = f"/namespaces/{namespace}" if namespace else ""
-    if kind == "playbooks":
-        return f"/apis/{sourcespec.GROUP}/{sourcespec.VERSION}{scope}/playbooks"
-    if kind == "alertsources":
-        return f"/apis/{sourcespec.GROUP}/{sourcespec.VERSION}{scope}/alertsources"
+    if kind == kube.PLAYBOOK.plural:
+        return kube.PLAYBOOK.path(namespace)
+    if kind == kube.ALERT_SOURCE.plural:
+        return kube.ALERT_SOURCE.path(namespace)
     if kind == "endpointslices":
         return f"/apis/discovery.k8s.io/v1{scope}/endpointslices"
     if kind == "secrets":
@@ -164,7 +164,9 @@ class Watcher:
             scopes = list(self._namespaces)
         for namespace in scopes:
             for kind in ("playbooks", "alertsources", "endpointslices"):
-                params = {"labelSelector": RUNTIME_SELECTOR} if kind == "endpointslices" else {}
+                params = (
+                    {"labelSelector": kube.RUNTIME_SELECTOR} if kind == "endpointslices" else {}
+                )
                 reflectors.append(
                     Reflector(
                         self._api, collection_path(kind, namespace), params, self.stores[kind], self

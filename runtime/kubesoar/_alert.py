@@ -11,10 +11,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
-__all__ = ["Alert", "IOCs", "Severity", "normalize_severity"]
+__all__ = [
+    "OPENSOAR_SEVERITY",
+    "Alert",
+    "IOCs",
+    "Severity",
+    "normalize_severity",
+    "opensoar_severity",
+]
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 
@@ -57,6 +64,45 @@ def normalize_severity(value: Any) -> Severity:
     )
 
 
+# Validation context that folds severity as OpenSOAR does (`kubesoar run` uses
+# it for modules whose entry points come through the `opensoar` alias).
+OPENSOAR_SEVERITY: Final = {"severity": "opensoar"}
+
+# OpenSOAR's vocabulary: four levels; `info` is `low`; anything unknown or
+# missing is `medium`; numbers 0-1 low, 2 medium, 3 high, 4 and up critical.
+_OPENSOAR_WORDS: Final[dict[str, Severity]] = {
+    "critical": "critical",
+    "crit": "critical",
+    "high": "high",
+    "error": "high",
+    "medium": "medium",
+    "med": "medium",
+    "warning": "medium",
+    "warn": "medium",
+    "low": "low",
+    "info": "low",
+    "informational": "low",
+}
+
+
+def opensoar_severity(value: Any) -> Severity:
+    """Fold a severity as OpenSOAR's ingestion does (never fails)."""
+    if value is None:
+        return "medium"
+    word = str(value).strip().lower()
+    if word in _OPENSOAR_WORDS:
+        return _OPENSOAR_WORDS[word]
+    try:
+        number = int(word)
+    except ValueError:
+        return "medium"
+    if number >= 4:
+        return "critical"
+    if number == 3:
+        return "high"
+    return "medium" if number == 2 else "low"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
@@ -94,7 +140,9 @@ class Alert(_Model):
 
     @field_validator("severity", mode="before")
     @classmethod
-    def _fold_severity(cls, value: Any) -> Severity:
+    def _fold_severity(cls, value: Any, info: ValidationInfo) -> Severity:
+        if info.context and info.context.get("severity") == "opensoar":
+            return opensoar_severity(value)
         return normalize_severity(value)
 
     def as_match_dict(self) -> dict[str, Any]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 # subcommand -> (module, one-line help). Each module exposes `main(argv) -> int`.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("kubesoar_operator.cli", "run the Playbook/AlertSource operator"),
     "router": ("kubesoar_router.cli", "run the alert router"),
+    "db": ("kubesoar_router.store.cli", "migrate the database schema (kubesoar db migrate)"),
     "runtime": ("kubesoar._server", "serve a playbook module in a runtime pod"),
     "fetch": ("kubesoar._fetch", "download, verify and unpack a playbook artifact"),
     "run": ("kubesoar._local", "run the playbooks an alert matches, locally"),
@@ -23,13 +25,22 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 # Subcommands whose dependencies come with an extra, not with `pip install kubesoar`.
-EXTRAS: dict[str, str] = {"operator": "operator", "router": "router"}
+EXTRAS: dict[str, str] = {"operator": "operator", "router": "router", "db": "router"}
 
 
 def _usage() -> str:
-    lines = ["usage: kubesoar <command> [options]", "", "commands:"]
+    lines = ["usage: kubesoar <command> [options]", "       kubesoar --version", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "`kubesoar <command> --help` describes each command's options."]
     return "\n".join(lines)
+
+
+def version() -> str:
+    """The installed distribution's version (package metadata, not a constant)."""
+    try:
+        return metadata.version("kubesoar")
+    except metadata.PackageNotFoundError:  # imported from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0 if args else 2
+    if args[0] in {"-V", "--version"}:
+        print(f"kubesoar {version()}")
+        return 0
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
         print(f"kubesoar: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)

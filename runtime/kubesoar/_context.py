@@ -13,6 +13,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
+from kubesoar._journal import ActionJournal
 from kubesoar._redact import redact
 from kubesoar._secrets import Secrets
 
@@ -136,8 +137,18 @@ class RunContext:
         http_transport: httpx.AsyncBaseTransport | None = None,
         logger: logging.Logger | None = None,
         backoff_sleep: BackoffSleep | None = None,
+        attempt: int = 1,
+        idempotency_key: str | None = None,
+        journal: ActionJournal | None = None,
     ) -> None:
         self.run_id = run_id
+        # Delivery attempt of this run, from 1: more than 1 after a redelivery (the pod
+        # that had it died or hung). Actions an earlier attempt completed are not run
+        # again (`journal`); anything else a playbook does can use these two to stay
+        # idempotent (docs/playbooks.md, "At least once").
+        self.attempt = attempt
+        self.idempotency_key = idempotency_key
+        self.journal = journal
         self.correlation_id = correlation_id
         self.playbook = playbook
         self.secrets: Secrets = _RememberingSecrets(secrets_dir)
@@ -146,6 +157,8 @@ class RunContext:
         self.logger = logger or logging.getLogger("kubesoar.playbook")
         self.attempts: list[dict[str, Any]] = []
         self.dropped_attempts = 0
+        # Changes OpenSOAR-style lifecycle helpers made to the run's alert view.
+        self.alert_activity: list[dict[str, Any]] = []
         self._http_transport = http_transport
         self._http: httpx.AsyncClient | None = None
 

@@ -25,9 +25,13 @@ from kubesoar._context import (
     known_secret_values,
     unbind_log_ids,
 )
+from kubesoar._journal import ActionJournal
 from kubesoar._jsonsafe import json_safe
 from kubesoar._redact import redact
+from kubesoar._reports import RunReports
 from kubesoar._sdk import EntryPoint
+from kubesoar._traceback import describe_failure, playbook_root
+from kubesoar.contracts import http
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "Engine", "Run", "RunTotals", "UnknownEntryPoints"]
 
@@ -36,15 +40,22 @@ log = logging.getLogger("kubesoar.engine")
 DEFAULT_TIMEOUT_SECONDS: Final = 300.0
 DEFAULT_HISTORY: Final = 1000
 MAX_ERROR_CHARS: Final = 2000
+MAX_LISTED_NAMES: Final = 50
 ABANDONED_ERROR: Final = "abandoned: the runtime shut down before the run finished"
 
 
 class UnknownEntryPoints(ValueError):
-    """Names asked for that the loaded module does not define."""
+    """Names asked for that the loaded module does not define; the message
+    lists the ones it does (the fix is usually a typo)."""
 
-    def __init__(self, names: list[str]) -> None:
-        super().__init__(f"unknown entry points: {', '.join(sorted(names))}")
+    def __init__(self, names: list[str], known: Iterable[str] = ()) -> None:
+        valid = sorted(known)
+        shown = ", ".join(valid[:MAX_LISTED_NAMES]) or "none"
+        if len(valid) > MAX_LISTED_NAMES:
+            shown += f" (and {len(valid) - MAX_LISTED_NAMES} more)"
+        super().__init__(f"unknown entry points: {', '.join(sorted(names))}; valid: {shown}")
         self.names = names
+        self.known = valid
 
 
 def _now() -> str:
@@ -55,6 +66,22 @@ def _error_text(exc: BaseException) -> str:
     text = "".join(traceback.format_exception_only(exc)).strip()
     # Error text reaches the run record, the report, status and logs.
     return redact(text, known_secret_values())[:MAX_ERROR_CHARS]
+
+
+def _failed(entry: EntryPoint, exc: BaseException) -> dict[str, Any]:
+    """The outcome fields of a failed entry point: the error, the playbook line
+    it came from (`where`) and the traceback, the playbook's own frames first."""
+    # skip_outer=1: the top frame is `_run_entry`, not the author's business.
+    failure = describe_failure(
+        exc, root=playbook_root(entry.func), secrets=known_secret_values(), skip_outer=1
+    )
+    return {
+        "status": "failed",
+        "result": None,
+        "error": _error_text(exc),
+        "where": failure.where,
+        "traceback": failure.traceback,
+    }
 
 
 @dataclass
@@ -76,6 +103,11 @@ class Run:
     results: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    # Dispatched from the system of record: the delivery attempt, where to report, and
+    # the actions earlier attempts completed (kubesoar._reports, kubesoar._journal).
+    attempt: int = 1
+    report: http.ReportTo | None = None
+    journal: ActionJournal | None = None
 
     @property
     def done(self) -> bool:
@@ -102,7 +134,20 @@ class Run:
             "results": self.results,
             "actions": self.attempts,
             "error": self.error,
+            "attempt": self.attempt,
         }
+
+    def to_result(self) -> http.RunResult:
+        """The record a dispatched run reports to the router when it ends."""
+        failed = next((r for r in self.results if r.get("status") != "succeeded"), None)
+        return http.RunResult(
+            status="succeeded" if self.status == "succeeded" else "failed",
+            results=self.results,
+            actions=self.attempts,
+            error=self.error,
+            traceback=failed.get("traceback") if failed else None,
+            duration_seconds=self.duration_seconds,
+        )
 
 
 @dataclass
@@ -140,6 +185,7 @@ class Engine:
         history: int = DEFAULT_HISTORY,
         on_finished: Callable[[Run], None] | None = None,
         backoff_sleep: BackoffSleep | None = None,
+        reports: RunReports | None = None,
     ) -> None:
         self.entry_points = list(entry_points)
         self._by_name = {entry.name: entry for entry in self.entry_points}
@@ -151,6 +197,7 @@ class Engine:
         self._history_size = history
         self._on_finished = on_finished
         self.backoff_sleep = backoff_sleep  # how actions wait between retries
+        self.reports = reports or RunReports(http_transport)
 
     def select(self, alert: Alert, names: list[str] | None) -> list[EntryPoint]:
         """Named entry points (in run order), or every triggered one whose
@@ -158,7 +205,7 @@ class Engine:
         if names is not None:
             unknown = [name for name in names if name not in self._by_name]
             if unknown:
-                raise UnknownEntryPoints(unknown)
+                raise UnknownEntryPoints(unknown, self._by_name)
             wanted = set(names)
             return [entry for entry in self.entry_points if entry.name in wanted]
         match_dict = alert.as_match_dict()
@@ -175,15 +222,30 @@ class Engine:
         *,
         correlation_id: str | None = None,
         idempotency_key: str | None = None,
+        run_id: str | None = None,
+        attempt: int = 1,
+        report: http.ReportTo | None = None,
+        journal: Iterable[http.JournalEntry] = (),
     ) -> Run:
-        run_id = uuid.uuid4().hex
+        """A new run; `run_id`, `attempt`, `report` and `journal` come with a run the
+        router dispatched from the system of record (its id is the stored run's)."""
+        run_id = run_id or uuid.uuid4().hex
         run = Run(
             id=run_id,
             alert=alert,
             entry_points=entry_points,
             correlation_id=correlation_id or run_id,
             idempotency_key=idempotency_key,
+            attempt=attempt,
+            report=report,
         )
+        if report is not None:
+            to = report
+
+            async def report_action(entry: http.JournalEntry) -> bool:
+                return await self.reports.action(to, run_id, entry)
+
+            run.journal = ActionJournal(journal, report_action)
         self._history[run_id] = run
         while len(self._history) > self._history_size:
             self._history.popitem(last=False)
@@ -203,6 +265,11 @@ class Engine:
         log_token = bind_log_ids(run.id, run.correlation_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("run %s started: %s", run.id, ", ".join(e.name for e in run.entry_points))
+        heartbeats = (
+            asyncio.create_task(self.reports.heartbeats(run.report, run.id))
+            if run.report is not None
+            else None
+        )
         try:
             for entry in run.entry_points:
                 run.results.append(await self._run_entry(run, entry))
@@ -219,7 +286,9 @@ class Engine:
                 run.status = "abandoned"
                 log.warning("run %s abandoned while running: %s", run.id, ABANDONED_ERROR)
             elif failed and run.error is None:
-                run.error = f"{failed[0]['name']}: {failed[0].get('error')}"
+                first = failed[0]
+                where = f" (at {first['where']})" if first.get("where") else ""
+                run.error = f"{first['name']}: {first.get('error')}{where}"
             self._count(run)
             # A succeeded run is counted and kept in the history; a line each at the
             # ingest rate would cost more than the run (DEBUG shows them).
@@ -231,6 +300,12 @@ class Engine:
                 run.duration_seconds,
             )
             unbind_log_ids(log_token)
+            if heartbeats is not None:
+                heartbeats.cancel()
+        if run.report is not None:
+            # Not reached when the run was cancelled (a drain that ran out): its lease
+            # then runs out and the router gives it to another pod, attempt + 1.
+            await self.reports.result(run.report, run.id, run.to_result())
         return run
 
     def _count(self, run: Run) -> None:
@@ -267,6 +342,9 @@ class Engine:
             http_transport=self.http_transport,
             logger=logging.getLogger(f"kubesoar.playbook.{entry.name}"),
             backoff_sleep=self.backoff_sleep,
+            attempt=run.attempt,
+            idempotency_key=run.idempotency_key,
+            journal=run.journal,
         )
         timeout = entry.timeout or self.default_timeout
         started = _now()
@@ -288,10 +366,17 @@ class Engine:
                 error = f"timed out after {timeout}s"
                 outcome.update(status="timeout", result=None, error=error)
             else:
-                outcome.update(status="failed", result=None, error=_error_text(exc))
+                outcome.update(_failed(entry, exc))
         except Exception as exc:
-            ctx.logger.warning("entry point %s failed: %s", entry.name, _error_text(exc))
-            outcome.update(status="failed", result=None, error=_error_text(exc))
+            outcome.update(_failed(entry, exc))
+            # The pod log carries the traceback too: it may be all an operator sees.
+            ctx.logger.warning(
+                "entry point %s failed: %s%s\n%s",
+                entry.name,
+                outcome["error"],
+                f" (at {outcome['where']})" if outcome["where"] else "",
+                outcome["traceback"],
+            )
         finally:
             ctx.deactivate(token)
             await ctx.aclose()
@@ -300,4 +385,6 @@ class Engine:
                 run.attempts.append({"playbook": entry.name, **attempt})
             if ctx.dropped_attempts:
                 outcome["droppedAttempts"] = ctx.dropped_attempts
+            if ctx.alert_activity:
+                outcome["alertActivity"] = json_safe(ctx.alert_activity)
         return outcome

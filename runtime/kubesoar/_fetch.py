@@ -24,10 +24,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from kubesoar import _caller as caller
-
 # One URL cleaner for the whole package: the artifact URL carries its signature in the query.
 from kubesoar._redact import clean_url as safe_url
+from kubesoar.contracts import caller
 
 __all__ = ["FetchError", "fetch_artifact", "main_fetch", "safe_url", "unpack_tarball"]
 
@@ -45,7 +44,7 @@ def download(
     url: str, destination: Path, *, max_bytes: int, timeout: float = 30.0
 ) -> tuple[str, str | None]:
     """Stream `url` into `destination`: the hex sha256 of the bytes, and the caller token
-    the artifact server sent with them (kubesoar._caller), if any."""
+    the artifact server sent with them (kubesoar.contracts.caller), if any."""
     digest = hashlib.sha256()
     size = 0
     shown = safe_url(url)

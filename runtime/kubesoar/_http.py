@@ -7,22 +7,21 @@ from typing import Any, Final
 from aiohttp import web
 from pydantic import ValidationError
 
-from kubesoar import _caller as caller
 from kubesoar._alert import Alert
 from kubesoar._bodies import BodyError, parse_json, read_body
 from kubesoar._engine import UnknownEntryPoints
 from kubesoar._service import NotAccepting, QueueFull, RuntimeService
+from kubesoar.contracts import caller, http
 
 __all__ = ["build_app"]
 
-MAX_KEY_CHARS: Final = 256
-MAX_PLAYBOOKS: Final = 256
 RETRY_AFTER_SECONDS: Final = "1"
 SERVICE_KEY: Final = web.AppKey("service", RuntimeService)
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+    body = http.ErrorBody(error=code, message=message).model_dump_json()
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 class _BadRequest(Exception):
@@ -38,49 +37,35 @@ async def _read_json(request: web.Request, limit: int) -> Any:
         raise _BadRequest(exc.code, exc.message) from None
 
 
-def _optional_string(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_KEY_CHARS:
-        raise _BadRequest("invalid_field", f"{key} must be a string of 1-{MAX_KEY_CHARS} chars")
-    return value
-
-
-def _parse_run_request(body: Any) -> tuple[str, Alert, list[str] | None, str | None]:
+def _parse_run_request(body: Any) -> tuple[http.RunRequest, Alert]:
     if not isinstance(body, dict):
         raise _BadRequest("invalid_body", "the body must be a JSON object")
-    key = _optional_string(body, "idempotencyKey")
-    if key is None:
-        raise _BadRequest("invalid_field", "idempotencyKey is required")
-    correlation_id = _optional_string(body, "correlationId")
-    playbooks = body.get("playbooks")
-    if playbooks is not None and (
-        not isinstance(playbooks, list)
-        or len(playbooks) > MAX_PLAYBOOKS
-        or not all(isinstance(name, str) and name for name in playbooks)
-    ):
-        raise _BadRequest("invalid_field", "playbooks must be null or a list of entry point names")
-    if not isinstance(body.get("alert"), dict):
-        raise _BadRequest("invalid_field", "alert must be a JSON object")
     try:
-        alert = Alert.model_validate(body["alert"])
+        request = http.parse_run_request(body)
+    except ValidationError as exc:
+        raise _BadRequest("invalid_field", http.run_request_problem(exc)) from None
+    try:
+        alert = Alert.model_validate(request.alert)
     except ValidationError as exc:
         problems = "; ".join(
             f"alert.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
             for err in exc.errors()[:5]
         )
         raise _BadRequest("invalid_alert", problems) from None
-    return key, alert, playbooks, correlation_id
+    return request, alert
 
 
 async def post_run(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     try:
         body = await _read_json(request, service.settings.max_body_bytes)
-        key, alert, playbooks, correlation_id = _parse_run_request(body)
+        request_body, alert = _parse_run_request(body)
         status, answer = service.submit(
-            idempotency_key=key, alert=alert, playbooks=playbooks, correlation_id=correlation_id
+            idempotency_key=request_body.idempotency_key,
+            alert=alert,
+            playbooks=request_body.playbooks,
+            correlation_id=request_body.correlation_id,
+            dispatched=request_body,
         )
     except _BadRequest as exc:
         service.metrics.rejected.labels(reason=exc.code).inc()
@@ -95,7 +80,7 @@ async def post_run(request: web.Request) -> web.Response:
     except NotAccepting as exc:
         service.metrics.rejected.labels(reason="not_accepting").inc()
         return _error(503, "unavailable", str(exc), **{"Retry-After": RETRY_AFTER_SECONDS})
-    return web.json_response(answer, status=status)
+    return web.json_response(http.dump(answer), status=status)
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -127,7 +112,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _caller_auth(token: bytes) -> Any:
-    """Middleware: `/v1/...` only for callers holding the Playbook's token (kubesoar._caller).
+    """Middleware: `/v1/...` only for callers holding the Playbook's token (`contracts.caller`).
 
     Probes and metrics stay open: the kubelet and Prometheus carry no token, and they
     reveal no run or alert.
@@ -154,10 +139,10 @@ def build_app(service: RuntimeService) -> web.Application:
         client_max_size=service.settings.max_body_bytes + 1024, middlewares=middlewares
     )
     app[SERVICE_KEY] = service
-    app.router.add_post("/v1/runs", post_run)
-    app.router.add_get("/v1/runs/{run_id}", get_run)
-    app.router.add_get("/v1/report", get_report)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_post(http.RUNS_PATH, post_run)
+    app.router.add_get(http.run_path("{run_id}"), get_run)
+    app.router.add_get(http.REPORT_PATH, get_report)
+    app.router.add_get(http.HEALTHZ_PATH, healthz)
+    app.router.add_get(http.READYZ_PATH, readyz)
+    app.router.add_get(http.METRICS_PATH, metrics)
     return app

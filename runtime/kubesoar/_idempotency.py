@@ -11,9 +11,10 @@ compact answers: about 370 bytes a key)."""
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+from kubesoar._expiring import ExpiringMap
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "IdempotencyCache"]
 
@@ -27,27 +28,17 @@ class IdempotencyCache:
         ttl_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._entries: OrderedDict[str, tuple[float, int, Any]] = OrderedDict()
-        self._max_entries = max_entries
+        self._entries: ExpiringMap[str, tuple[int, Any]] = ExpiringMap(max_entries)
         self._ttl = ttl_seconds
         self._clock = clock
 
     def get(self, key: str) -> tuple[int, Any] | None:
         """The (status, body) first answered for `key`, if still remembered."""
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        stored_at, status, body = entry
-        if self._clock() - stored_at > self._ttl:
-            del self._entries[key]
-            return None
-        return status, body
+        return self._entries.get(key, self._clock())
 
     def put(self, key: str, status: int, body: Any) -> None:
-        self._entries[key] = (self._clock(), status, body)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        now = self._clock()
+        self._entries.put(key, (status, body), expires_at=now + self._ttl, now=now)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -14,10 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubesoar._alert import Alert
+from kubesoar._alert import OPENSOAR_SEVERITY, Alert
 from kubesoar._engine import Engine, UnknownEntryPoints
 from kubesoar._loader import LoadedModule, load_target
 from kubesoar._logs import configure_json_logging
+from kubesoar._opensoar_sdk import is_opensoar_entry
 
 __all__ = ["load_alert", "main_match", "main_run"]
 
@@ -28,8 +29,9 @@ class _UsageError(Exception):
     pass
 
 
-def load_alert(path: str | Path) -> Alert:
-    """An Alert from a JSON file (`-` reads stdin)."""
+def load_alert(path: str | Path, *, opensoar: bool = False) -> Alert:
+    """An Alert from a JSON file (`-` reads stdin); `opensoar`: severity folded
+    as OpenSOAR does (unknown -> medium, info -> low)."""
     try:
         text = sys.stdin.read(MAX_ALERT_BYTES) if str(path) == "-" else Path(path).read_text()
         data = json.loads(text)
@@ -40,7 +42,7 @@ def load_alert(path: str | Path) -> Alert:
     if isinstance(data, dict) and isinstance(data.get("alert"), dict):
         data = data["alert"]  # a recorded POST /v1/runs body
     try:
-        return Alert.model_validate(data)
+        return Alert.model_validate(data, context=OPENSOAR_SEVERITY if opensoar else None)
     except ValidationError as exc:
         raise _UsageError(f"{path} is not a valid alert: {exc}") from None
 
@@ -49,12 +51,21 @@ def _load(target: str) -> LoadedModule:
     loaded = load_target(target)
     if loaded.error is not None:
         raise _UsageError(f"cannot load {target}: {loaded.error}")
+    if not loaded.entry_points:
+        raise _UsageError(
+            f"{target} defines no entry points: mark a function with @playbook "
+            "(from kubesoar, or from opensoar)"
+        )
     return loaded
+
+
+def _wants_opensoar(loaded: LoadedModule) -> bool:
+    return any(is_opensoar_entry(entry) for entry in loaded.entry_points)
 
 
 def _parser(command: str, help_: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"kubesoar {command}", description=help_)
-    parser.add_argument("target", help="a .py file, a package folder, or a module name")
+    parser.add_argument("target", help="a .py file, a folder (every module), or a module name")
     parser.add_argument("--alert", required=True, help="alert JSON file (- for stdin)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -81,7 +92,7 @@ def main_match(argv: Sequence[str] | None = None) -> int:
     )
     try:
         loaded = _load(args.target)
-        alert = load_alert(args.alert)
+        alert = load_alert(args.alert, opensoar=_wants_opensoar(loaded))
     except _UsageError as exc:
         print(f"kubesoar match: {exc}", file=sys.stderr)
         return 2
@@ -99,7 +110,11 @@ def main_match(argv: Sequence[str] | None = None) -> int:
 
 def main_run(argv: Sequence[str] | None = None) -> int:
     parser = _parser("run", "Run the entry points an alert triggers, locally.")
-    parser.add_argument("--secrets-dir", help="folder with <secret>/<key> files")
+    parser.add_argument(
+        "--secrets-dir",
+        help="folder with <secret>/<key> files "
+        "(default: $KUBESOAR_SECRETS_DIR, else /var/run/kubesoar/secrets)",
+    )
     parser.add_argument("--playbook", action="append", help="run just this entry point")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per entry point")
     args = parser.parse_args(argv)
@@ -109,7 +124,7 @@ def main_run(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         loaded = _load(args.target)
-        alert = load_alert(args.alert)
+        alert = load_alert(args.alert, opensoar=_wants_opensoar(loaded))
         engine = Engine(
             loaded.entry_points, default_timeout=args.timeout, secrets_dir=args.secrets_dir
         )
@@ -127,6 +142,8 @@ def main_run(argv: Sequence[str] | None = None) -> int:
             print(f"{result['name']}: {result['status']} in {result['durationSeconds']:.3f}s")
             if result.get("error"):
                 print(f"  error: {result['error']}")
+                if result.get("where"):  # the traceback is in the log line above
+                    print(f"  at: {result['where']}")
             else:
                 print("  result: " + json.dumps(result.get("result")))
         for attempt in run.attempts:

@@ -21,6 +21,7 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 from kubesoar._conditions import Condition, compile_conditions
 from kubesoar._context import BackoffSleep, current_context, known_secret_values
 from kubesoar._redact import redact
+from kubesoar._secrets import SecretNotFound
 
 __all__ = [
     "ActionSpec",
@@ -132,8 +133,6 @@ def playbook(
         raise ValueError("playbook timeout must be positive")
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
-        global _sequence
-        _sequence += 1
         entry = EntryPoint(
             name=name or func.__name__,
             func=func,
@@ -144,15 +143,27 @@ def playbook(
             description=description or _first_doc_line(func),
             timeout=timeout,
             module=func.__module__,
-            sequence=_sequence,
+            sequence=next_sequence(),
             wants_context=_accepts_context(func),
         )
         setattr(func, ENTRY_ATTRIBUTE, entry)
         if enabled:
-            _REGISTRY.setdefault(func.__module__, []).append(entry)
+            register(entry)
         return func
 
     return decorate
+
+
+def next_sequence() -> int:
+    """The next definition number (ties in `order` run in definition order)."""
+    global _sequence
+    _sequence += 1
+    return _sequence
+
+
+def register(entry: EntryPoint) -> None:
+    """Add an entry point to its module's list (the `opensoar` alias builds its own)."""
+    _REGISTRY.setdefault(entry.module, []).append(entry)
 
 
 def forget_module(module_name: str) -> None:
@@ -214,6 +225,15 @@ def action(
 
         @functools.wraps(func)
         async def run_action(*args: P.args, **kwargs: P.kwargs) -> R:
+            ctx = current_context()
+            journal = ctx.journal if ctx is not None else None
+            seq = journal.next_seq() if journal is not None else 0
+            if journal is not None:
+                recorded = journal.replay(seq, spec.name)
+                if recorded is not None:
+                    # An earlier attempt of this run completed it: not again.
+                    _record(spec, 0, "replayed", datetime.now(UTC), time.perf_counter(), None)
+                    return cast(R, recorded.result)
             for attempt in range(1, spec.retries + 2):
                 started = datetime.now(UTC)
                 clock = time.perf_counter()
@@ -236,13 +256,17 @@ def action(
                         )
                     )
                     _record(spec, attempt, status, started, clock, error)
-                    if attempt > spec.retries:
+                    # A missing secret is configuration, not a passing failure:
+                    # retrying only delays the message that names it.
+                    if attempt > spec.retries or isinstance(exc, SecretNotFound):
                         if status == "timeout":
                             raise TimeoutError(f"action {spec.name} {error}") from exc
                         raise
                     await _backoff(backoff_delay(spec.retry_backoff, attempt))
                     continue
                 _record(spec, attempt, "succeeded", started, clock, None)
+                if journal is not None:
+                    await journal.record(seq, spec.name, result)
                 return result
             raise AssertionError("unreachable")  # pragma: no cover
 

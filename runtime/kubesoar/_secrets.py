@@ -42,7 +42,8 @@ class Secrets:
             with path.open("rb") as handle:
                 data = handle.read(MAX_SECRET_BYTES + 1)
         except (FileNotFoundError, NotADirectoryError):
-            raise SecretNotFound(f"secret {name!r} has no key {key!r}") from None
+            # The folder named, so a local `kubesoar run` says where it looked.
+            raise SecretNotFound(f"secret {name!r} has no key {key!r} (no file {path})") from None
         if len(data) > MAX_SECRET_BYTES:
             raise ValueError(f"secret {name!r} key {key!r} is larger than 1 MiB")
         return data.decode("utf-8").rstrip("\r\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 import httpx
 from aiohttp import web
 
+from kubesoar._gc import tune_gc
 from kubesoar._http import build_app
 from kubesoar._loader import LoadedModule, LoadError, load_module
 from kubesoar._logs import configure_json_logging
@@ -26,21 +26,6 @@ from kubesoar._settings import RuntimeSettings, SettingsError
 __all__ = ["RuntimeServer", "main_runtime"]
 
 log = logging.getLogger("kubesoar.runtime")
-
-# Young-generation collections every 700 allocations cost a pydantic/aiohttp
-# request path about a tenth of its CPU (bench/README.md); 10,000 keeps the
-# memory held by cyclic garbage small and the collections rare.
-GC_GEN0_THRESHOLD = 10_000
-
-
-def tune_gc() -> None:
-    """For a server process, after its imports and start-up: move what exists now
-    (modules, the loaded playbook) out of the collector's way (`gc.freeze`), and
-    collect the young generation less often. Not for library use."""
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 class RuntimeServer:
@@ -118,9 +103,15 @@ def main_runtime(argv: Sequence[str] | None = None) -> int:
         prog="kubesoar runtime",
         description="Serve a playbook module (settings from KUBESOAR_* environment variables).",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
     args = parser.parse_args(argv)
-    configure_json_logging(getattr(logging, str(args.log_level).upper(), logging.INFO))
+    configure_json_logging(getattr(logging, args.log_level))
     try:
         settings = RuntimeSettings.from_env()
         settings.caller_token()  # a missing or empty token file stops here, clearly

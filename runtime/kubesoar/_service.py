@@ -16,6 +16,7 @@ from kubesoar._idempotency import IdempotencyCache
 from kubesoar._loader import LoadedModule
 from kubesoar._metrics import RuntimeMetrics
 from kubesoar._settings import RuntimeSettings
+from kubesoar.contracts import http
 
 __all__ = ["NotAccepting", "QueueFull", "RuntimeService"]
 
@@ -71,24 +72,28 @@ class RuntimeService:
         alert: Alert,
         playbooks: list[str] | None,
         correlation_id: str | None,
-    ) -> tuple[int, dict[str, Any]]:
+        dispatched: http.RunRequest | None = None,
+    ) -> tuple[int, http.RunAccepted]:
         """Admit a run; returns (status, body) of the answer to give.
 
         Synchronous on purpose: with no await between the idempotency check
         and the enqueue, two concurrent deliveries of one key cannot both run.
         Raises NotAccepting, QueueFull, or UnknownEntryPoints (a ValueError).
+        `dispatched` is the request of a run from the system of record (it has a run id
+        and says where to report); such a run is created even when no entry point
+        matches any more, so its (empty) record reaches the router.
         """
         replay = self.idempotency.get(idempotency_key)
         if replay is not None:
             status, (run_id, accepted) = replay
-            return status, {"runId": run_id, "accepted": list(accepted)}
+            return status, http.RunAccepted(run_id=run_id, accepted=list(accepted))
         if not self.loaded.ok:
             raise NotAccepting("the playbook module is not loaded")
         if self.draining:
             raise NotAccepting("the runtime is shutting down")
         entry_points = self.engine.select(alert, playbooks)
-        body: dict[str, Any] = {"runId": None, "accepted": []}
-        if entry_points:
+        answer = http.RunAccepted(run_id=None, accepted=[])
+        if entry_points or (dispatched is not None and dispatched.run_id is not None):
             if self._queue.full():
                 raise QueueFull(f"{self._queue.maxsize} runs are already waiting")
             run = self.engine.create_run(
@@ -96,22 +101,25 @@ class RuntimeService:
                 entry_points,
                 correlation_id=correlation_id,
                 idempotency_key=idempotency_key,
+                **_dispatch_fields(dispatched),
             )
             self._queue.put_nowait(run)
             self.metrics.queue_depth.set(self._queue.qsize())
-            body = {"runId": run.id, "accepted": [entry.name for entry in entry_points]}
+            answer = http.RunAccepted(
+                run_id=run.id, accepted=[entry.name for entry in entry_points]
+            )
             # One line per run is too many at the ingest rate: DEBUG (lazy, so
             # nothing is formatted below the level); failures are logged by the engine.
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "accepted run %s for %s (correlation %s)",
                     run.id,
-                    ",".join(body["accepted"]),
+                    ",".join(answer.accepted),
                     run.correlation_id,
                 )
         # Compact (run id, names): the cache holds tens of thousands of answers.
-        self.idempotency.put(idempotency_key, 202, (body["runId"], tuple(body["accepted"])))
-        return 202, body
+        self.idempotency.put(idempotency_key, 202, (answer.run_id, tuple(answer.accepted)))
+        return 202, answer
 
     async def _work(self) -> None:
         while True:
@@ -146,19 +154,23 @@ class RuntimeService:
             log.info("run %s succeeded while draining (%d queued)", run.id, self._queue.qsize())
 
     def report(self) -> dict[str, Any]:
-        """The `GET /v1/report` body (shape in docs/CONTRACTS.md)."""
-        return {
-            "commit": self.settings.commit,
-            "module": self.settings.module,
-            "entryPoints": [entry.describe() for entry in self.loaded.entry_points],
-            "loadError": self.loaded.error.to_json() if self.loaded.error else None,
-            "runs": self.engine.totals.to_json(),
-        }
+        """The `GET /v1/report` body (`contracts.http.Report`, as JSON)."""
+        report = http.Report.model_validate(
+            {
+                "commit": self.settings.commit,
+                "module": self.settings.module,
+                "entryPoints": [entry.describe() for entry in self.loaded.entry_points],
+                "loadError": self.loaded.error.to_json() if self.loaded.error else None,
+                "runs": self.engine.totals.to_json(),
+            }
+        )
+        return http.dump(report)
 
     async def drain(self, within_seconds: float) -> int:
         """Stop admitting, finish what was accepted within `within_seconds`; returns
         how many accepted runs could not finish (they are logged, not hidden)."""
         self.draining = True
+        await self._hand_back_dispatched()
         log.info("draining: %d queued, waiting up to %.1fs", self._queue.qsize(), within_seconds)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within_seconds):
@@ -174,5 +186,35 @@ class RuntimeService:
             log.error("drain timed out: %d accepted runs did not finish", unfinished)
         return unfinished
 
+    async def _hand_back_dispatched(self) -> None:
+        """Runs from the system of record that no worker started go back to the router
+        at once, so another pod takes them instead of them waiting for this drain."""
+        kept: list[Run] = []
+        handed_back: list[Run] = []
+        while not self._queue.empty():
+            run = self._queue.get_nowait()
+            self._queue.task_done()
+            (handed_back if run.report is not None else kept).append(run)
+        for run in kept:
+            self._queue.put_nowait(run)
+        for run in handed_back:
+            assert run.report is not None
+            run.status = "released"
+            await self.engine.reports.release(run.report, run.id)
+        if handed_back:
+            log.info("draining: handed %d unstarted runs back to the router", len(handed_back))
+        self.metrics.queue_depth.set(self._queue.qsize())
+
     def _in_flight_runs(self) -> list[Run]:
         return [run for run in self.engine.history() if run.status == "running"]
+
+
+def _dispatch_fields(request: http.RunRequest | None) -> dict[str, Any]:
+    if request is None or request.run_id is None:
+        return {}
+    return {
+        "run_id": request.run_id,
+        "attempt": request.attempt,
+        "report": request.report,
+        "journal": request.journal,
+    }

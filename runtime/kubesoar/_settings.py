@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubesoar._caller import AUTH_ENV, TOKEN_FILE
+from kubesoar.contracts.caller import AUTH_ENV, TOKEN_FILE
 
 __all__ = ["RuntimeSettings", "SettingsError"]
 
@@ -59,7 +59,7 @@ class RuntimeSettings:
     secrets_dir: Path
     max_body_bytes: int
     history: int
-    # Callers must present the token (kubesoar._caller); False only outside a pod, where
+    # Callers must present the token (kubesoar.contracts.caller); False only outside a pod, where
     # the runtime serves without caller authentication (local development, tests).
     caller_auth: bool = False
 

@@ -15,6 +15,12 @@ kubesoar is installed).
         ...
         assert no_backoff.delays == [1.5, 2.25]       # the schedule actions asked for
 
+`async def` tests run without any pytest configuration in the author's
+repository: when no async plugin has taken an `async def` test that uses
+kubesoar (one of the fixtures above, or a name imported from `kubesoar`), this
+plugin runs it in a fresh event loop (`asyncio.run`). Tests that pytest-asyncio
+(any mode), anyio or trio run are left to them.
+
 This module is imported by pytest for every test session, so at import time
 it touches only the standard library and pytest; kubesoar's own modules are
 imported when a helper is used.
@@ -23,6 +29,7 @@ imported when a helper is used.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -55,6 +62,43 @@ __all__ = [
 ]
 
 _active_mock: MockHTTP | None = None
+
+_FIXTURES = frozenset({"fake_secrets", "mock_http", "no_backoff"})
+# Markers of other async test runners: their tests are theirs, even unhandled.
+_OTHER_RUNNERS = ("anyio", "trio")
+
+
+def _from_kubesoar(value: object) -> bool:
+    name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+    return isinstance(name, str) and (name == "kubesoar" or name.startswith("kubesoar."))
+
+
+def _uses_kubesoar(item: pytest.Function) -> bool:
+    if _FIXTURES.intersection(item.fixturenames):
+        return True
+    module = getattr(item, "module", None)
+    return module is not None and any(_from_kubesoar(v) for v in vars(module).values())
+
+
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run a kubesoar-using `async def` test that no async plugin has taken.
+
+    An ordinary hook, not `trylast`: pytest's own last-resort hook, which fails
+    every coroutine test ("async def functions are not natively supported"),
+    is `trylast` and registered first, and pluggy calls a later `trylast` after
+    it. anyio's hook is `tryfirst`, and pytest-asyncio swaps the coroutine for
+    a synchronous wrapper before any hook sees it, so both still decide first."""
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func) or hasattr(func, "hypothesis"):
+        return None
+    if any(pyfuncitem.get_closest_marker(name) for name in _OTHER_RUNNERS):
+        return None
+    if "anyio_backend" in pyfuncitem.fixturenames or not _uses_kubesoar(pyfuncitem):
+        return None
+    parameters = inspect.signature(func).parameters
+    kwargs = {name: pyfuncitem.funcargs[name] for name in parameters if name in pyfuncitem.funcargs}
+    asyncio.run(func(**kwargs))
+    return True
 
 
 def make_alert(**fields: Any) -> Alert:

@@ -32,6 +32,7 @@ CRD = REPO_ROOT / "crds" / "playbook.yaml"
 KUBESOAR = Path(sys.executable).with_name("kubesoar")
 PASSWORD = "planted-Cred-" + uuid.uuid4().hex[:12]
 GROUP, VERSION, PLURAL = "kubesoar.dev", "v1alpha1", "playbooks"
+STALL_AFTER_FAILURES = 3  # kubesoar_operator.conditions: Stalled from this attempt in a row
 
 MODULE = '''
 from kubesoar import Alert, playbook
@@ -228,6 +229,12 @@ def _condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return None
 
 
+def _source_attempts(operator: Operator, namespace: str, name: str) -> int:
+    """Attempts to resolve the source that failed, from the operator's own log line."""
+    failed = f"source of {namespace}/{name} failed"
+    return sum(1 for line in operator.lines() if failed in str(line.get("message")))
+
+
 def _wait_condition(
     api: client.CustomObjectsApi, ns: str, name: str, type_: str, status: str,
     reason: str | None = None, timeout: float = 120,
@@ -339,7 +346,9 @@ def test_failures_have_reasons_and_never_leak_the_credential(
     no_creds, _ = make_playbook(secret=None)
     invalid, _ = make_playbook(source={"git": {"url": git.url("x"), "ref": {"semver": ">=banana"}}})
 
-    _wait_condition(api, tenant, wrong_url, "SourceReady", "False", "GitOperationFailed")
+    unreachable, _ = make_playbook(url=f"http://127.0.0.1:{_free_port()}/nothing-listens.git")
+
+    _wait_condition(api, tenant, wrong_url, "SourceReady", "False", "RepositoryNotFound")
     _wait_condition(api, tenant, bad_creds, "SourceReady", "False", "AuthenticationFailed")
     _wait_condition(api, tenant, no_creds, "SourceReady", "False", "AuthenticationFailed")
     stalled = _wait_condition(api, tenant, invalid, "Stalled", "True", "InvalidSpec")
@@ -347,14 +356,25 @@ def test_failures_have_reasons_and_never_leak_the_credential(
     assert _condition(stalled, "Ready")["status"] == "False"
     assert _condition(stalled, "Reconciling") is None
 
-    # Retried failures are in progress for kstatus tools (Argo CD, Flux), never Stalled,
-    # and Ready says what is wrong.
-    for name, reason in ((wrong_url, "GitOperationFailed"), (bad_creds, "AuthenticationFailed")):
-        obj = _wait_condition(api, tenant, name, "Reconciling", "True", "ProgressingWithRetry")
-        assert _condition(obj, "Stalled") is None
+    # Persistent failures (a repository that is not there, refused credentials) stall after
+    # a few attempts, still retried: Argo CD shows Degraded, kstatus "Failed". Ready says
+    # what is wrong.
+    for name, reason in ((wrong_url, "RepositoryNotFound"), (bad_creds, "AuthenticationFailed")):
+        obj = _wait_condition(api, tenant, name, "Stalled", "True", reason)
+        assert _condition(obj, "Reconciling") is None
         ready = _condition(obj, "Ready")
         assert (ready["status"], ready["reason"]) == ("False", reason)
-        assert reason in _condition(obj, "Reconciling")["message"]
+        assert reason in _condition(obj, "Stalled")["message"]
+    # A transient one (nothing listens) stays in progress however often it is retried.
+    attempts = STALL_AFTER_FAILURES + 1
+    wait_for(
+        lambda: _source_attempts(operator, tenant, unreachable) >= attempts,
+        f"{attempts} attempts at an unreachable Git server",
+        timeout=120,
+    )
+    obj = _wait_condition(api, tenant, unreachable, "Reconciling", "True", "ProgressingWithRetry")
+    assert _condition(obj, "Stalled") is None
+    assert _condition(obj, "Ready")["reason"] == "GitOperationFailed"
     waited = local_cluster.kubectl(
         "-n", tenant, "wait", "--for=condition=Ready", f"playbook/{bad_creds}", "--timeout=1s",
         check=False,
@@ -365,12 +385,57 @@ def test_failures_have_reasons_and_never_leak_the_credential(
     _wait_condition(api, tenant, good, "Ready", "True", timeout=180)
 
     # Nowhere: statuses, Events, the operator's log.
-    for name in (good, wrong_url, bad_creds, no_creds, invalid):
+    for name in (good, wrong_url, bad_creds, no_creds, invalid, unreachable):
         assert PASSWORD not in json.dumps(_get(api, tenant, name))
     events = core.list_namespaced_event(tenant).items
     assert any(e.reason == "SourceFailed" for e in events)
     assert all(PASSWORD not in (e.message or "") for e in events)
     assert PASSWORD not in operator.log.read_text()
+
+
+def test_a_wrong_git_password_stalls_within_bounded_time_and_heals_once_fixed(
+    operator: Operator, make_playbook: Any, api: client.CustomObjectsApi, tenant: str,
+    k8s_client: Any,
+) -> None:  # fmt: skip
+    """Issue 15: Argo CD and Flux must see a wrong password as Degraded/Failed, not as
+    Progressing until they time out. Stalled comes after a bounded number of attempts
+    (backoff 5 s, 10 s: about 15 s), and the attempts go on, so a fixed Secret heals it."""
+    core = client.CoreV1Api(k8s_client)
+    secret = f"wrong-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_secret(
+        tenant,
+        {"metadata": {"name": secret},
+         "stringData": {"username": "bob", "password": PASSWORD + "-wrong"}},
+    )  # fmt: skip
+    name, repo = make_playbook(secret=secret)
+    first = _wait_condition(api, tenant, name, "SourceReady", "False", "AuthenticationFailed")
+    assert _condition(first, "Stalled") is None  # the first attempts are only retried
+    # Bounded: the backoff before the third attempt is 15 s; 90 s leaves slack for a
+    # loaded machine.
+    obj = _wait_condition(api, tenant, name, "Stalled", "True", "AuthenticationFailed", timeout=90)
+    stalled = _condition(obj, "Stalled")
+    assert stalled["message"].startswith(
+        f"AuthenticationFailed on {STALL_AFTER_FAILURES} attempts in a row "
+        "(still retried with backoff): "
+    )
+    assert _condition(obj, "Reconciling") is None
+    assert (_condition(obj, "Ready")["status"], _condition(obj, "Ready")["reason"]) == (
+        "False", "AuthenticationFailed",
+    )  # fmt: skip
+    assert _source_attempts(operator, tenant, name) >= STALL_AFTER_FAILURES
+    assert PASSWORD not in json.dumps(obj)
+
+    core.patch_namespaced_secret(secret, tenant, {"stringData": {"password": PASSWORD}})
+
+    def healed() -> dict[str, Any] | None:
+        obj = _get(api, tenant, name)
+        ready = _condition(obj, "Ready")
+        return obj if ready and ready["status"] == "True" else None
+
+    # The next attempts come within the backoff (20 s, then 40 s): no touch of the Playbook.
+    obj = wait_for(healed, "the Playbook Ready once the Secret is fixed", timeout=240)
+    assert _condition(obj, "Stalled") is None and _condition(obj, "Reconciling") is None
+    assert obj["status"]["source"]["revision"] == f"main@sha1:{repo.head()}"
 
 
 def test_load_error_is_shown_with_file_and_line(
@@ -567,7 +632,7 @@ def test_metrics_count_reconciles_failures_and_playbooks(
     good, _ = make_playbook()
     bad, _ = make_playbook(url=git.url("no-such-repository"))
     _wait_condition(api, tenant, good, "Ready", "True", timeout=180)
-    _wait_condition(api, tenant, bad, "SourceReady", "False", "GitOperationFailed")
+    _wait_condition(api, tenant, bad, "SourceReady", "False", "RepositoryNotFound")
     after = operator.metrics()
 
     reconciles = "kubesoar_operator_reconciles_total"
@@ -577,8 +642,8 @@ def test_metrics_count_reconciles_failures_and_playbooks(
         before, reconciles, result="succeeded"
     )
     assert value(after, reconciles, result="failed") > value(before, reconciles, result="failed")
-    assert value(after, failures, reason="GitOperationFailed") > value(
-        before, failures, reason="GitOperationFailed"
+    assert value(after, failures, reason="RepositoryNotFound") > value(
+        before, failures, reason="RepositoryNotFound"
     )
     for reason in ("NewRevision", "Ready", "SourceFailed"):
         assert value(after, transitions, reason=reason) > value(before, transitions, reason=reason)

@@ -3,6 +3,7 @@ wrong URL, missing ref, basic and bearer auth, and bad credentials that never le
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,10 +62,22 @@ def test_missing_refs(git_server: GitHTTPServer, client: GitClient) -> None:
 
 
 def test_wrong_url(git_server: GitHTTPServer, client: GitClient) -> None:
+    """A repository the server does not have: persistent (Stalled after a few attempts)."""
     with pytest.raises(SourceError) as info:
         client.resolve(git_server.url("missing"), GitRef(branch="main"))
-    assert info.value.reason == c.GIT_OPERATION_FAILED
+    assert info.value.reason == c.REPOSITORY_NOT_FOUND
     assert "missing.git" in info.value.message
+
+
+def test_an_unreachable_server_is_a_transient_failure(client: GitClient) -> None:
+    """Nothing listens on the port: may heal on its own, so never classified persistent."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before git connects: refused
+    with pytest.raises(SourceError) as info:
+        client.resolve(f"http://127.0.0.1:{port}/pb.git", GitRef(branch="main"))
+    assert info.value.reason == c.GIT_OPERATION_FAILED
+    assert info.value.reason not in c.PERSISTENT
 
 
 def test_basic_auth(make_git_server: Callable[..., GitHTTPServer], client: GitClient) -> None:

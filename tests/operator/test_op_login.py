@@ -74,7 +74,7 @@ def test_only_the_operator_login_handler_runs(tmp_path: Path) -> None:
     smart = type(kopf.get_default_registry())()  # with kopf's fallback logins, as in cli
     fallbacks = smart._activities.get_handlers(activity=AUTHENTICATION)
     assert fallbacks  # the client library is installed, so kopf would piggyback on it
-    handlers.register(cast(Reconciler, None), timer_interval=1, kubeconfig="k", registry=smart)
+    handlers.register(cast(Reconciler, None), status_interval=1, kubeconfig="k", registry=smart)
     chosen = smart._activities.get_handlers(activity=AUTHENTICATION)
     assert [h.id for h in chosen] == ["kubeconfig"]
 

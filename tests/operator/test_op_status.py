@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kubesoar.contracts.http import Report
 from kubesoar_operator import conditions as c
 from kubesoar_operator.report import PodReport, PodState, Summary, aggregate
-from kubesoar_operator.status import Observation, RolloutState, SourceState, summarise
+from kubesoar_operator.status import Observation, RolloutState, SourceState, summarize
 
 SHA = "a" * 40
 SOURCE = SourceState("https://g/a.git", f"main@sha1:{SHA}", SHA, "d" * 64, "2024-01-01T00:00:00Z")
@@ -41,7 +42,7 @@ def test_transient_conditions_only_present_while_true() -> None:
 
 def test_ready_when_source_and_runtime_are() -> None:
     obs = Observation(1, source=SOURCE, rollout=_rollout(), summary=_ready_summary())
-    status, events = summarise(obs, None)
+    status, events = summarize(obs, None)
     assert c.is_true(status["conditions"], c.READY)
     assert c.is_true(status["conditions"], c.SOURCE_READY)
     assert c.is_true(status["conditions"], c.RUNTIME_READY)
@@ -50,13 +51,13 @@ def test_ready_when_source_and_runtime_are() -> None:
     assert status["source"]["digest"] == "sha256:" + "d" * 64
     assert status["observedGeneration"] == 1 and status["playbooks"] == [{"name": "triage"}]
     assert [e.reason for e in events] == ["NewRevision", "Ready"]
-    _, again = summarise(obs, status)
+    _, again = summarize(obs, status)
     assert again == []  # no repeated Events
 
 
 def test_rolling_out_is_reconciling() -> None:
     obs = Observation(2, source=SOURCE, rollout=_rollout(ready=0), summary=Summary())
-    status, _ = summarise(obs, None)
+    status, _ = summarize(obs, None)
     ready = c.find(status["conditions"], c.READY)
     assert ready["status"] == "False" and ready["reason"] == c.ROLLING_OUT
     assert c.is_true(status["conditions"], c.RECONCILING)
@@ -64,7 +65,7 @@ def test_rolling_out_is_reconciling() -> None:
 
 def test_an_old_revision_running_is_not_ready() -> None:
     obs = Observation(2, source=SOURCE, rollout=_rollout(commit="b" * 40), summary=_ready_summary())
-    status, _ = summarise(obs, None)
+    status, _ = summarize(obs, None)
     assert c.find(status["conditions"], c.RUNTIME_READY)["reason"] == c.ROLLING_OUT
 
 
@@ -73,7 +74,7 @@ def test_source_failure_keeps_runtime_view_and_warns() -> None:
         1, source_error=(c.AUTHENTICATION_FAILED, "http://g/a.git: denied"),
         rollout=_rollout(), summary=_ready_summary(),
     )  # fmt: skip
-    status, events = summarise(obs, None)
+    status, events = summarize(obs, None)
     ready = c.find(status["conditions"], c.READY)
     assert (ready["status"], ready["reason"]) == ("False", c.AUTHENTICATION_FAILED)
     assert "source" not in status  # the last good source stays as it was
@@ -81,10 +82,10 @@ def test_source_failure_keeps_runtime_view_and_warns() -> None:
 
 
 def test_invalid_spec_stalls_and_keeps_other_conditions() -> None:
-    good, _ = summarise(
+    good, _ = summarize(
         Observation(1, source=SOURCE, rollout=_rollout(), summary=_ready_summary()), None
     )
-    status, events = summarise(Observation(2, spec_error="spec.module: bad"), good)
+    status, events = summarize(Observation(2, spec_error="spec.module: bad"), good)
     assert c.is_true(status["conditions"], c.STALLED)
     assert c.find(status["conditions"], c.READY)["reason"] == c.INVALID_SPEC
     assert c.is_true(status["conditions"], c.SOURCE_READY)  # kept from before
@@ -104,7 +105,9 @@ def test_load_error_shows_type_file_and_line() -> None:
         },
         "runs": {"total": 2, "succeeded": 1, "failed": 1, "lastRunTime": "t", "lastError": "boom"},
     }
-    summary = aggregate([PodReport(pod, report=report), PodReport(pod, error="down")], SHA)
+    summary = aggregate(
+        [PodReport(pod, report=Report.model_validate(report)), PodReport(pod, error="down")], SHA
+    )
     assert summary.runs == {
         "total": 2,
         "succeeded": 1,
@@ -112,7 +115,7 @@ def test_load_error_shows_type_file_and_line() -> None:
         "lastRunTime": "t",
         "lastError": "boom",
     }
-    status, _ = summarise(
+    status, _ = summarize(
         Observation(1, source=SOURCE, rollout=_rollout(ready=0), summary=summary), None
     )
     runtime = c.find(status["conditions"], c.RUNTIME_READY)
@@ -124,7 +127,7 @@ def test_load_error_shows_type_file_and_line() -> None:
 def test_reports_of_old_revisions_do_not_define_entry_points() -> None:
     pod = PodState("p-1", "127.0.0.9", True, "b" * 40)
     report = {"commit": "b" * 40, "entryPoints": [{"name": "old"}], "runs": {"total": 5}}
-    summary = aggregate([PodReport(pod, report=report)], SHA)
+    summary = aggregate([PodReport(pod, report=Report.model_validate(report))], SHA)
     assert summary.entry_points == [] and summary.reports_at_commit == 0
     assert summary.runs["total"] == 5
 
@@ -139,7 +142,7 @@ def test_a_failure_that_may_heal_is_reconciling_with_retry() -> None:
         1, source_error=(c.GIT_OPERATION_FAILED, "http://g/a.git: connection refused"),
         rollout=_rollout(), summary=_ready_summary(),
     )  # fmt: skip
-    status, _ = summarise(obs, None)
+    status, _ = summarize(obs, None)
     kinds = _kinds(status)
     assert kinds[c.READY] == ("False", c.GIT_OPERATION_FAILED)
     assert kinds[c.RECONCILING] == ("True", c.PROGRESSING_WITH_RETRY)
@@ -160,7 +163,7 @@ def test_crash_looping_pods_are_reconciling_with_retry() -> None:
         exists=True, desired=1, commit=SHA, revision=f"main@sha1:{SHA}",
         generation_observed=True, replicas=1, updated=1, ready=0, pods=(pod,),
     )  # fmt: skip
-    status, events = summarise(Observation(1, source=SOURCE, rollout=rollout), None)
+    status, events = summarize(Observation(1, source=SOURCE, rollout=rollout), None)
     kinds = _kinds(status)
     assert kinds[c.READY] == ("False", c.RUNTIME_UNAVAILABLE)
     assert kinds[c.RECONCILING] == ("True", c.PROGRESSING_WITH_RETRY)
@@ -171,7 +174,7 @@ def test_crash_looping_pods_are_reconciling_with_retry() -> None:
 
 def test_waiting_for_the_runtime_is_reconciling_progressing() -> None:
     obs = Observation(1, source=SOURCE, rollout=RolloutState(exists=False, desired=1))
-    kinds = _kinds(summarise(obs, None)[0])
+    kinds = _kinds(summarize(obs, None)[0])
     assert kinds[c.RECONCILING] == ("True", c.PROGRESSING)
     assert kinds[c.READY] == ("False", c.PROGRESSING)
 
@@ -183,7 +186,7 @@ def _load_failed_summary() -> Summary:
 
 def test_a_load_error_is_stalled_not_reconciling() -> None:
     obs = Observation(1, source=SOURCE, rollout=_rollout(ready=0), summary=_load_failed_summary())
-    status, events = summarise(obs, None)
+    status, events = summarize(obs, None)
     kinds = _kinds(status)
     assert kinds[c.READY] == ("False", c.LOAD_FAILED)
     assert kinds[c.STALLED] == ("True", c.LOAD_FAILED)
@@ -199,17 +202,17 @@ def test_a_load_error_while_git_is_retried_is_reconciling() -> None:
         1, source_error=(c.GIT_OPERATION_FAILED, "down"), rollout=_rollout(ready=0),
         summary=_load_failed_summary(),
     )  # fmt: skip
-    kinds = _kinds(summarise(obs, None)[0])
+    kinds = _kinds(summarize(obs, None)[0])
     assert kinds[c.RECONCILING] == ("True", c.PROGRESSING_WITH_RETRY)
     assert c.STALLED not in kinds
 
 
 def test_a_new_revision_after_a_load_error_clears_stalled() -> None:
-    broken, _ = summarise(
+    broken, _ = summarize(
         Observation(1, source=SOURCE, rollout=_rollout(ready=0), summary=_load_failed_summary()),
         None,
     )
-    rolling, _ = summarise(
+    rolling, _ = summarize(
         Observation(1, source=SOURCE, rollout=_rollout(ready=0), summary=Summary()), broken
     )
     kinds = _kinds(rolling)
@@ -217,8 +220,8 @@ def test_a_new_revision_after_a_load_error_clears_stalled() -> None:
 
 
 def test_invalid_spec_is_stalled_without_reconciling() -> None:
-    rolling, _ = summarise(Observation(1, source=SOURCE, rollout=_rollout(ready=0)), None)
-    status, _ = summarise(Observation(2, spec_error="spec.module: bad"), rolling)
+    rolling, _ = summarize(Observation(1, source=SOURCE, rollout=_rollout(ready=0)), None)
+    status, _ = summarize(Observation(2, spec_error="spec.module: bad"), rolling)
     kinds = _kinds(status)
     assert kinds[c.STALLED] == ("True", c.INVALID_SPEC)
     assert c.RECONCILING not in kinds
@@ -233,11 +236,11 @@ def test_every_failing_reason_has_a_kind() -> None:
 
 # --- suspend --------------------------------------------------------------------------
 def test_suspend_keeps_ready_status_and_says_suspended() -> None:
-    good, _ = summarise(
+    good, _ = summarize(
         Observation(1, source=SOURCE, rollout=_rollout(), summary=_ready_summary()), None
     )
     ready_before = c.find(good["conditions"], c.READY)
-    status, events = summarise(Observation(2, suspended=True), good)
+    status, events = summarize(Observation(2, suspended=True), good)
     ready = c.find(status["conditions"], c.READY)
     assert (ready["status"], ready["reason"]) == ("True", c.SUSPENDED)
     assert ready["lastTransitionTime"] == ready_before["lastTransitionTime"]
@@ -245,10 +248,10 @@ def test_suspend_keeps_ready_status_and_says_suspended() -> None:
     assert c.is_true(status["conditions"], c.SOURCE_READY)  # the last view is kept
     assert status["observedGeneration"] == 2 and "source" not in status
     assert [(e.warning, e.reason) for e in events] == [(False, "Suspended")]
-    again, repeated = summarise(Observation(2, suspended=True), {**good, **status})
+    again, repeated = summarize(Observation(2, suspended=True), {**good, **status})
     assert repeated == [] and c.find(again["conditions"], c.READY) == ready
 
-    resumed, events = summarise(
+    resumed, events = summarize(
         Observation(3, source=SOURCE, rollout=_rollout(), summary=_ready_summary()),
         {**good, **status},
     )
@@ -257,11 +260,11 @@ def test_suspend_keeps_ready_status_and_says_suspended() -> None:
 
 
 def test_suspend_drops_reconciling_and_stalled() -> None:
-    failing, _ = summarise(
+    failing, _ = summarize(
         Observation(1, source_error=(c.GIT_OPERATION_FAILED, "down"), rollout=_rollout()), None
     )
     assert c.is_true(failing["conditions"], c.RECONCILING)
-    status, _ = summarise(Observation(1, suspended=True, requested_at="x"), failing)
+    status, _ = summarize(Observation(1, suspended=True, requested_at="x"), failing)
     kinds = _kinds(status)
     assert kinds[c.READY] == ("False", c.SUSPENDED)
     assert c.RECONCILING not in kinds and c.STALLED not in kinds
@@ -272,4 +275,4 @@ def test_suspend_drops_reconciling_and_stalled() -> None:
 def test_every_reason_is_documented_in_the_reference() -> None:
     reference = Path(__file__).resolve().parents[2] / "docs" / "reference" / "playbook.md"
     text = reference.read_text()
-    assert [r for r in c.REASONS if f"| `{r}` |" not in text] == []
+    assert [r for r in c.PLAYBOOK_REASONS if f"| `{r}` |" not in text] == []

@@ -25,10 +25,12 @@ def versions() -> dict[str, str]:
 
 
 def helm_path() -> Path:
-    """The pinned helm CLI, built from the Go module proxy when missing."""
+    """The pinned helm CLI, built from the Go module proxy when missing or when
+    built without helm's default-Kubernetes-version flags (build.sh checks)."""
     path = Path.home() / ".cache" / "kubesoar" / "bin" / f"helm-{versions()['HELM_VERSION']}"
-    if not path.exists():
-        subprocess.run(["bash", str(REPO / "hack/localcluster/build.sh"), "helm"], check=True)
+    subprocess.run(
+        ["bash", str(REPO / "hack/localcluster/build.sh"), "helm"], check=True, capture_output=True
+    )
     return path
 
 

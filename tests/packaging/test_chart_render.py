@@ -47,6 +47,8 @@ def test_default_values_render_the_expected_objects(chart):
             ("PodDisruptionBudget", "ks-kubesoar-router", "kubesoar-system"),
             ("NetworkPolicy", "ks-kubesoar-operator", "kubesoar-system"),
             ("NetworkPolicy", "ks-kubesoar-router", "kubesoar-system"),
+            # The `helm test` hook (templates/tests/): rendered, run only by `helm test`.
+            ("Pod", "ks-kubesoar-test-ready", "kubesoar-system"),
         ]
     )
     for o in objects:

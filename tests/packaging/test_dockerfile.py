@@ -1,7 +1,7 @@
 """Key properties of the Dockerfile, checked textually.
 
 There is no container engine on the build machine, so the image itself is not
-built here; these tests keep the properties the chart and the runtime pods rely
+built here (test_image_root.py builds and runs its root filesystem); these tests keep the properties the chart and the runtime pods rely
 on: two stages, only the installed environment copied into the final one, a
 fixed non-root UID/GID 65532, the `kubesoar` entry point, no bytecode written at
 run time, OCI labels, and a build context limited by .dockerignore.
@@ -12,41 +12,17 @@ from __future__ import annotations
 import json
 import re
 
+from dockerfile_support import build_args, stages
 from packaging_support import REPO
 
-DOCKERFILE = (REPO / "Dockerfile").read_text()
 
-
-def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    joined = re.sub(r"\\\n", " ", DOCKERFILE)
-    out = []
-    for line in joined.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
-
-
-def stages() -> list[list[tuple[str, str]]]:
-    result: list[list[tuple[str, str]]] = []
-    for ins in instructions():
-        if ins[0] == "FROM":
-            result.append([])
-        if result:
-            result[-1].append(ins)
-    return result
-
-
-def test_multi_stage_build_on_python_311_slim():
-    args = {
-        a.split("=", 1)[0]: a.split("=", 1)[1] for i, a in instructions() if i == "ARG" and "=" in a
-    }
+def test_multi_stage_build_on_python_311_slim_pinned_by_digest():
+    args = build_args()
     builder, final = stages()
     assert builder[0][1] == "${PYTHON_IMAGE} AS builder"
     assert final[0][1] == "${PYTHON_IMAGE}"
-    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", args["PYTHON_IMAGE"])
+    # The tag says what it is, the digest makes every build start from the same bytes.
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?@sha256:[0-9a-f]{64}", args["PYTHON_IMAGE"])
 
 
 def test_final_stage_copies_only_the_installed_environment():

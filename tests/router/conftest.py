@@ -21,11 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from kubesoar_router.app import create_ingest_app
 from kubesoar_router.ingest import Router
 from kubesoar_router.snapshot import Endpoint
-from router_objects import TINY_PLAYBOOK
+from router_objects import TINY_PLAYBOOK, serve
 
 
 def free_port(host: str) -> int:
@@ -81,7 +80,9 @@ _next_host = iter(range(10, 250))
 def runtime_factory(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
     started: list[RuntimeProcess] = []
 
-    def start(code: str = TINY_PLAYBOOK, *, queue_size: int = 100) -> RuntimeProcess:
+    def start(
+        code: str = TINY_PLAYBOOK, *, queue_size: int = 100, env: dict[str, str] | None = None
+    ) -> RuntimeProcess:
         host = f"127.0.{os.getpid() % 200 + 10}.{next(_next_host)}"
         workspace = tmp_path / f"ws-{host}"
         (workspace / "src").mkdir(parents=True)
@@ -95,6 +96,7 @@ def runtime_factory(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
             "KUBESOAR_MODULE": "tinybook",
             "KUBESOAR_QUEUE_SIZE": str(queue_size),
             "KUBESOAR_DRAIN_SECONDS": "1",
+            **(env or {}),
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "kubesoar", "runtime"],
@@ -117,19 +119,6 @@ def runtime_factory(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
     yield start
     for runtime in started:
         runtime.stop()
-
-
-@contextlib.asynccontextmanager
-async def serve(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -1,11 +1,15 @@
-"""API objects (as the API server returns them) for building router snapshots."""
+"""API objects (as the API server returns them) for building router snapshots, and
+`serve`, an aiohttp app on loopback for the length of a block."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from kubesoar_router.ingest import Router
 from kubesoar_router.snapshot import Snapshot
 
@@ -98,3 +102,16 @@ def endpointslice(
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         "endpoints": [{"addresses": [address], "conditions": {"ready": ready}}],
     }
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kubesoar_router.auth import ReplayCache, alerts_path, sign
+from kubesoar.contracts.http import ingest_path as alerts_path
+from kubesoar_router.auth import ReplayCache, sign
 from kubesoar_router.snapshot import build_namespace
 from router_objects import alertsource, new_router
 
@@ -116,7 +117,7 @@ async def assert_refused(
         metrics = (await client.get("/metrics")).text
     series = (
         "kubesoar_router_alerts_rejected_total"
-        f'{{namespace="{namespace}",reason="{reason}",source="{source}"}}'
+        f'{{reason="{reason}",source="{source}",tenant_namespace="{namespace}"}}'
     )
     assert series in metrics, metrics
 

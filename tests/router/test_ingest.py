@@ -158,7 +158,7 @@ async def test_source_without_its_secret_is_the_uniform_401(base_url):
         metrics = (await client.get("/metrics")).text
     series = (
         "kubesoar_router_alerts_rejected_total"
-        '{namespace="tenant-a",reason="source_not_ready",source="nosecret"}'
+        '{reason="source_not_ready",source="nosecret",tenant_namespace="tenant-a"}'
     )
     assert f"{series} 1.0" in metrics
 
@@ -191,7 +191,8 @@ async def test_probes_and_metrics(router_server):
         await client.post(URL.format("siem"), content=b"{}", headers=AUTH)
         metrics = (await client.get("/metrics")).text
     series = (
-        'kubesoar_router_alerts_rejected_total{namespace="-",reason="unknown_source",source="-"}'
+        "kubesoar_router_alerts_rejected_total"
+        '{reason="unknown_source",source="-",tenant_namespace="-"}'
     )
     assert f"{series} 1.0" in metrics
 

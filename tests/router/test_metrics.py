@@ -17,15 +17,24 @@ def test_source_children_are_cached_and_exported() -> None:
     first.delivery_seconds.observe(0.002)
     metrics.received.labels("tenant-a", "siem").inc()
     text = metrics.exposition().decode()
-    assert 'kubesoar_router_alerts_received_total{namespace="tenant-a",source="siem"} 2.0' in text
-    assert 'kubesoar_router_playbooks_matched_total{namespace="tenant-a",source="siem"} 2.0' in text
     assert (
-        'kubesoar_router_deliveries_total{namespace="tenant-a",outcome="ok",source="siem"} 1.0'
+        'kubesoar_router_alerts_received_total{source="siem",tenant_namespace="tenant-a"} 2.0'
         in text
+    )
+    assert (
+        'kubesoar_router_playbooks_matched_total{source="siem",tenant_namespace="tenant-a"} 2.0'
+        in text
+    )
+    assert (
+        'kubesoar_router_deliveries_total{outcome="ok",source="siem",'
+        'tenant_namespace="tenant-a"} 1.0' in text
     )
     # The failed series exists from the first alert on, so rate() alerts have a baseline.
     assert (
-        'kubesoar_router_deliveries_total{namespace="tenant-a",outcome="failed",source="siem"} 0.0'
+        'kubesoar_router_deliveries_total{outcome="failed",source="siem",'
+        'tenant_namespace="tenant-a"} 0.0' in text
+    )
+    assert (
+        'kubesoar_router_delivery_seconds_count{source="siem",tenant_namespace="tenant-a"} 1.0'
         in text
     )
-    assert 'kubesoar_router_delivery_seconds_count{namespace="tenant-a",source="siem"} 1.0' in text

@@ -152,9 +152,10 @@ async def test_internal_reasons_stay_on_the_metrics(router_server):
             await client.post(f"/v1/namespaces/{path}/alerts", content=ALERT)
         metrics = (await client.get("/metrics")).text
     name = "kubesoar_router_alerts_rejected_total"
-    assert f'{name}{{namespace="-",reason="unknown_source",source="-"}} 1.0' in metrics
+    assert f'{name}{{reason="unknown_source",source="-",tenant_namespace="-"}} 1.0' in metrics
     assert (
-        f'{name}{{namespace="tenant-c",reason="source_not_ready",source="nosecret"}} 1.0' in metrics
+        f'{name}{{reason="source_not_ready",source="nosecret",tenant_namespace="tenant-c"}} 1.0'
+        in metrics
     )
 
 

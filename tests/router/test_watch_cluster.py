@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import serve
 from kubernetes import client as k8s
 from kubesoar_router import statuswriter
 from kubesoar_router.app import create_ingest_app
@@ -20,7 +19,7 @@ from kubesoar_router.ingest import Router
 from kubesoar_router.kubeapi import KubeApi
 from kubesoar_router.snapshot import Snapshot
 from kubesoar_router.watch import Watcher
-from router_objects import TINY_ENTRY_POINTS
+from router_objects import TINY_ENTRY_POINTS, serve
 
 pytestmark = pytest.mark.cluster
 

@@ -124,7 +124,7 @@ class KubesoarStack:
 
     def caller_token(self, namespace: str, playbook: str) -> str:
         """The token the runtime pods of `playbook` accept (as the router derives it)."""
-        from kubesoar._caller import caller_token
+        from kubesoar.contracts.caller import caller_token
 
         return caller_token(self._signing_key().read_bytes().strip(), namespace, playbook)
 
@@ -194,6 +194,15 @@ class KubesoarStack:
         self.start_router()
         return self
 
+    def pids(self) -> dict[str, int]:
+        """The pid (also the process group) of each running process, for a caller that
+        leaves them running after it exits (`hack/demo.py --keep-cluster`)."""
+        return {
+            name: proc.popen.pid
+            for name, proc in self._processes.items()
+            if proc.popen is not None and proc.running()
+        }
+
     def stop(self, names: Iterable[str] | None = None) -> None:
         for name in list(names or self._processes):
             self._processes[name].stop()
@@ -206,7 +215,8 @@ class KubesoarStack:
         self, namespace: str, source: str, alert: Any, *, token: str, hmac_key: str
     ) -> httpx.Response:
         """POST `alert` to the router as a sender would: bearer token and HMAC signature."""
-        from kubesoar_router.auth import alerts_path, sign
+        from kubesoar.contracts.http import ingest_path as alerts_path
+        from kubesoar_router.auth import sign
 
         body = json.dumps(alert).encode()
         timestamp = str(int(time.time()))

@@ -3,7 +3,7 @@
 One function per `format`, each returning keyword arguments for `Alert`
 (`build_alert` adds the id, source, receive time, tenant and the raw payload,
 which is always kept whole). A payload of the wrong shape raises
-`NormaliseError` with a reason the router returns as a 400.
+`NormalizeError` with a reason the router returns as a 400.
 
 Severity mapping (the Alert's scale is info < low < medium < high < critical):
 
@@ -33,7 +33,7 @@ IOC_KINDS = ("ips", "domains", "hashes", "urls")
 _SPLUNK_HASH_FIELDS = ("file_hash", "hash", "md5", "sha1", "sha256")
 
 
-class NormaliseError(ValueError):
+class NormalizeError(ValueError):
     """The payload does not have the shape its AlertSource's format expects."""
 
 
@@ -54,7 +54,7 @@ def _strict_severity(value: Any) -> str:
     try:
         return normalize_severity(value)
     except ValueError as exc:
-        raise NormaliseError(f"severity: {exc}") from None
+        raise NormalizeError(f"severity: {exc}") from None
 
 
 def severity_from_risk_score(score: Any) -> str:
@@ -116,21 +116,21 @@ def _hashes(values: Iterable[Any]) -> list[str]:
 
 def _require_object(payload: Any) -> Mapping[str, Any]:
     if not isinstance(payload, Mapping):
-        raise NormaliseError(f"the payload must be a JSON object, got {type(payload).__name__}")
+        raise NormalizeError(f"the payload must be a JSON object, got {type(payload).__name__}")
     return payload
 
 
-def normalise_generic(payload: Mapping[str, Any]) -> Fields:
+def normalize_generic(payload: Mapping[str, Any]) -> Fields:
     """kubesoar's own shape: the Alert's field names, all optional but `title`."""
     title = _text(payload.get("title")) or _text(payload.get("rule_name"))
     if title is None:
-        raise NormaliseError("generic alerts need a 'title' (or 'rule_name') string")
+        raise NormalizeError("generic alerts need a 'title' (or 'rule_name') string")
     iocs = payload.get("iocs") or {}
     if not isinstance(iocs, Mapping):
-        raise NormaliseError("'iocs' must be an object with lists ips, domains, hashes, urls")
+        raise NormalizeError("'iocs' must be an object with lists ips, domains, hashes, urls")
     tags = payload.get("tags") or []
     if not isinstance(tags, list):
-        raise NormaliseError("'tags' must be a list of strings")
+        raise NormalizeError("'tags' must be a list of strings")
     return {
         "source": _text(payload.get("source")) or "generic",
         "source_id": _text(payload.get("source_id")) or _text(payload.get("id")),
@@ -150,12 +150,12 @@ def normalise_generic(payload: Mapping[str, Any]) -> Fields:
 _ELASTIC_STATUS = {"open": "new", "acknowledged": "in_progress", "closed": "resolved"}
 
 
-def normalise_elastic(payload: Mapping[str, Any]) -> Fields:
+def normalize_elastic(payload: Mapping[str, Any]) -> Fields:
     """A Kibana detection alert document (nested or flattened `kibana.alert.*`)."""
     rule_name = _text(_get(payload, "kibana.alert.rule.name"))
     uuid = _text(_get(payload, "kibana.alert.uuid"))
     if rule_name is None and uuid is None:
-        raise NormaliseError(
+        raise NormalizeError(
             "elastic alerts need kibana.alert.rule.name or kibana.alert.uuid "
             "(post the alert document, e.g. the connector's {{context.alerts}} item)"
         )
@@ -204,12 +204,12 @@ def normalise_elastic(payload: Mapping[str, Any]) -> Fields:
     }
 
 
-def normalise_splunk(payload: Mapping[str, Any]) -> Fields:
+def normalize_splunk(payload: Mapping[str, Any]) -> Fields:
     """Splunk's webhook alert action: {result, sid, search_name, results_link, ...}."""
     result = payload.get("result")
     search_name = _text(payload.get("search_name"))
     if not isinstance(result, Mapping) or search_name is None:
-        raise NormaliseError("splunk alerts need 'search_name' and a 'result' object")
+        raise NormalizeError("splunk alerts need 'search_name' and a 'result' object")
     source_ip = _text(_first(result, "src_ip", "src"))
     dest_ip = _text(_first(result, "dest_ip", "dest"))
     hostname = _text(_first(result, "host", "dest_host", "hostname"))
@@ -248,20 +248,20 @@ def _evidence_kind(item: Mapping[str, Any]) -> str:
     return entity.lower() if isinstance(entity, str) else ""
 
 
-def normalise_defender(payload: Mapping[str, Any]) -> Fields:
+def normalize_defender(payload: Mapping[str, Any]) -> Fields:
     """A Microsoft Graph security alert (v2) or a Defender for Endpoint API alert."""
     value = payload.get("value")
     if isinstance(value, list):  # a Graph list response: one alert per request
         if len(value) != 1:
-            raise NormaliseError("defender: post one alert per request ('value' holds many)")
+            raise NormalizeError("defender: post one alert per request ('value' holds many)")
         payload = _require_object(value[0])
     alert_id = _text(payload.get("id"))
     title = _text(payload.get("title"))
     if alert_id is None or title is None:
-        raise NormaliseError("defender alerts need 'id' and 'title'")
+        raise NormalizeError("defender alerts need 'id' and 'title'")
     evidence = payload.get("evidence") or []
     if not isinstance(evidence, list):
-        raise NormaliseError("defender: 'evidence' must be a list")
+        raise NormalizeError("defender: 'evidence' must be a list")
     ips, domains, hashes, urls, hosts = [], [], [], [], []
     for item in evidence:
         if not isinstance(item, Mapping):
@@ -303,23 +303,23 @@ def normalise_defender(payload: Mapping[str, Any]) -> Fields:
     }
 
 
-NORMALISERS: dict[str, Callable[[Mapping[str, Any]], Fields]] = {
-    "generic": normalise_generic,
-    "elastic": normalise_elastic,
-    "splunk": normalise_splunk,
-    "defender": normalise_defender,
+NORMALIZERS: dict[str, Callable[[Mapping[str, Any]], Fields]] = {
+    "generic": normalize_generic,
+    "elastic": normalize_elastic,
+    "splunk": normalize_splunk,
+    "defender": normalize_defender,
 }
 
 
 def build_alert(fmt: str, payload: Any, *, alert_id: str, tenant: str, received_at: Any) -> Alert:
-    """Normalise `payload` of format `fmt`; raises `NormaliseError` on a bad shape."""
-    fields = NORMALISERS[fmt](_require_object(payload))
+    """Normalize `payload` of format `fmt`; raises `NormalizeError` on a bad shape."""
+    fields = NORMALIZERS[fmt](_require_object(payload))
     try:
         return Alert(
             id=alert_id, tenant=tenant, received_at=received_at, raw=dict(payload), **fields
         )
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise NormaliseError(f"{fmt}: {_first_error(exc)}") from None
+        raise NormalizeError(f"{fmt}: {_first_error(exc)}") from None
 
 
 def _first_error(exc: ValueError) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubesoar_router.sourcespec import Format, parse_spec
+from kubesoar.contracts.alertsource import Format, parse_spec
 from pydantic import ValidationError
 
 CRD = Path(__file__).parents[2] / "crds" / "alertsource.yaml"

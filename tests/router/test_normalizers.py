@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from kubesoar_router.normalisers import (
-    NormaliseError,
+from kubesoar_router.normalizers import (
+    NormalizeError,
     build_alert,
     severity_from_risk_score,
 )
@@ -16,7 +16,7 @@ from router_objects import PAYLOADS
 NOW = datetime(2024, 5, 14, 9, 13, tzinfo=UTC)
 
 
-def normalise(fmt: str, name: str):
+def normalize(fmt: str, name: str):
     payload = json.loads((PAYLOADS / name).read_text())
     alert = build_alert(fmt, payload, alert_id="al-1", tenant="tenant-a", received_at=NOW)
     assert alert.raw == payload  # the payload is always kept whole
@@ -25,7 +25,7 @@ def normalise(fmt: str, name: str):
 
 
 def test_generic():
-    alert = normalise("generic", "generic.json")
+    alert = normalize("generic", "generic.json")
     assert alert.source == "generic"
     assert alert.source_id == "mail-4711"
     assert alert.severity == "high"
@@ -36,7 +36,7 @@ def test_generic():
 
 
 def test_elastic_flattened_detection_alert():
-    alert = normalise("elastic", "elastic_detection.json")
+    alert = normalize("elastic", "elastic_detection.json")
     assert alert.source == "elastic"
     assert alert.source_id.startswith("3b8f6c0e")
     assert alert.title == alert.rule_name == "Potential SSH Brute Force Detected"
@@ -51,7 +51,7 @@ def test_elastic_flattened_detection_alert():
 
 
 def test_elastic_nested_with_risk_score_only():
-    alert = normalise("elastic", "elastic_risk_score_only.json")
+    alert = normalize("elastic", "elastic_risk_score_only.json")
     assert alert.severity == "low"  # risk score 21
     assert alert.status == "in_progress"
     assert alert.iocs.domains == ["xj3k9.badexample.net"]
@@ -77,7 +77,7 @@ def test_elastic_risk_score_mapping(score, severity):
 
 
 def test_splunk():
-    alert = normalise("splunk", "splunk_webhook.json")
+    alert = normalize("splunk", "splunk_webhook.json")
     assert alert.source == "splunk"
     assert alert.source_id.startswith("scheduler__admin__search")
     assert alert.title == alert.rule_name == "Excessive Failed Logins"
@@ -89,7 +89,7 @@ def test_splunk():
 
 
 def test_defender_graph_v2():
-    alert = normalise("defender", "defender_graph_v2.json")
+    alert = normalize("defender", "defender_graph_v2.json")
     assert alert.source == "defender"
     assert alert.source_id == "da637578995287051192_756343937"
     assert alert.severity == "high"
@@ -105,7 +105,7 @@ def test_defender_graph_v2():
 
 
 def test_defender_endpoint_api_shape():
-    alert = normalise("defender", "defender_endpoint_api.json")
+    alert = normalize("defender", "defender_endpoint_api.json")
     assert alert.severity == "medium"
     assert alert.status == "new"
     assert alert.hostname == "temp123.middleeast.corp.microsoft.com"
@@ -134,5 +134,5 @@ def test_defender_graph_list_with_one_alert_is_unwrapped():
     ],
 )
 def test_bad_shapes_say_why(fmt, payload, reason):
-    with pytest.raises(NormaliseError, match=reason):
+    with pytest.raises(NormalizeError, match=reason):
         build_alert(fmt, payload, alert_id="a", tenant="t", received_at=NOW)

@@ -2,7 +2,7 @@
 
 The CRD schema (`crds/alertsource.yaml`) rejects most bad input at admission;
 this model is the one place both sides read spec fields from, with the same
-defaults. `tests/router/test_sourcespec.py` keeps it in step with the schema.
+defaults. `tests/runtime/test_contracts_alertsource.py` keeps it in step with the schema.
 """
 
 from __future__ import annotations
@@ -11,11 +11,6 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-GROUP = "kubesoar.dev"
-VERSION = "v1alpha1"
-PLURAL = "alertsources"
-KIND = "AlertSource"
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 CONFIG_MAP_KEY = r"^[-._a-zA-Z0-9]+$"  # the pattern Secret and ConfigMap keys follow
@@ -28,7 +23,7 @@ DEFAULT_DEDUP_KEY = "source_id"
 
 
 class Format(StrEnum):
-    """Payload shapes the router can normalise (see `normalisers.py`)."""
+    """Payload shapes the router can normalise (`kubesoar_router`'s normalizers)."""
 
     GENERIC = "generic"
     ELASTIC = "elastic"
@@ -112,8 +107,3 @@ class AlertSourceSpec(_Model):
 def parse_spec(spec: dict[str, Any]) -> AlertSourceSpec:
     """Parse once; raises pydantic's `ValidationError` with the field path."""
     return AlertSourceSpec.model_validate(spec)
-
-
-def ingest_path(namespace: str, name: str) -> str:
-    """The URL path senders POST alerts of this source to."""
-    return f"/v1/namespaces/{namespace}/sources/{name}/alerts"

@@ -1,0 +1,58 @@
+"""kubesoar's system of record on PostgreSQL: alerts, runs, the action journal, expiring keys.
+
+Used by trusted parts only (router, operator, `kubesoar db migrate`); runtime
+pods never see the database. Modules by concern:
+
+- `migrate`      versioned SQL migrations (migrations/NNNN_name.sql)
+- `pool`         connection pools; `url` where the URL comes from, redacted
+- `groupcommit`  GroupCommitter: alert + runs, many requests per commit
+- `dispatch`     claim / heartbeat / complete / release / expire_leases
+- `journal`      the action journal by (run, seq)
+- `keys`         replay cache and rate limits shared by replicas
+- `counters`, `retention`
+- `errors`       the exception tree (StoreError and below)
+"""
+
+from kubesoar_router.store.errors import (
+    DatabaseUrlError,
+    InvalidSubmission,
+    MigrationFailed,
+    NotLeased,
+    SchemaError,
+    SchemaTooNew,
+    SchemaTooOld,
+    StoreError,
+    StoreOverloaded,
+    StoreUnavailable,
+)
+from kubesoar_router.store.groupcommit import GroupCommitter
+from kubesoar_router.store.models import (
+    Accepted,
+    ClaimedRun,
+    ExpiredLease,
+    NewAlert,
+    NewRun,
+    PlaybookCounters,
+    RunRecord,
+)
+
+__all__ = [
+    "Accepted",
+    "ClaimedRun",
+    "DatabaseUrlError",
+    "ExpiredLease",
+    "GroupCommitter",
+    "InvalidSubmission",
+    "MigrationFailed",
+    "NewAlert",
+    "NewRun",
+    "NotLeased",
+    "PlaybookCounters",
+    "RunRecord",
+    "SchemaError",
+    "SchemaTooNew",
+    "SchemaTooOld",
+    "StoreError",
+    "StoreOverloaded",
+    "StoreUnavailable",
+]

@@ -1,0 +1,106 @@
+"""A dispatched run's reports to the router: heartbeats, the action journal, the result.
+
+When the router's dispatcher gives a pod a run from the system of record, the request
+says where to report (`RunRequest.report`: the router's URL and the run's own token).
+The pod then tells the router, over HTTP:
+
+- every `heartbeatSeconds` while the run is running (the lease stays the pod's);
+- each `@action` call that succeeded, right after it did (the journal: a later attempt
+  of the run — after this pod died, say — gets it back and does not call the action
+  again);
+- how the run ended (the record the router keeps);
+- that it hands back a run it had not started, when it drains.
+
+Reports are retried with backoff for a bounded time and never raise into the playbook:
+a report that cannot be made costs at most a repeated action on redelivery (the
+at-least-once contract, docs/playbooks.md), never a failed run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+import httpx
+
+from kubesoar.contracts import caller, http
+
+__all__ = ["RunReports"]
+
+log = logging.getLogger("kubesoar.reports")
+
+TIMEOUT: Final = httpx.Timeout(5.0, connect=2.0)
+RETRY_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Pauses between tries of one report: about 16 s in all, then it is given up."""
+
+
+class RunReports:
+    """One HTTP client for every run's reports of this pod."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=TIMEOUT, transport=self._transport, follow_redirects=False
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def heartbeat(self, to: http.ReportTo, run_id: str) -> bool:
+        return await self._post(to, run_id, "heartbeat", {}, retries=1)
+
+    async def action(self, to: http.ReportTo, run_id: str, entry: http.JournalEntry) -> bool:
+        return await self._post(to, run_id, "actions", http.dump(entry))
+
+    async def result(self, to: http.ReportTo, run_id: str, result: http.RunResult) -> bool:
+        return await self._post(to, run_id, "result", http.dump(result))
+
+    async def release(self, to: http.ReportTo, run_id: str) -> bool:
+        return await self._post(to, run_id, "release", {}, retries=2)
+
+    async def heartbeats(self, to: http.ReportTo, run_id: str) -> None:
+        """Heartbeat until cancelled (the run ended)."""
+        while True:
+            await asyncio.sleep(to.heartbeat_seconds)
+            await self.heartbeat(to, run_id)
+
+    async def _post(
+        self,
+        to: http.ReportTo,
+        run_id: str,
+        what: str,
+        body: dict[str, Any],
+        *,
+        retries: int = len(RETRY_DELAYS),
+    ) -> bool:
+        """True once the router took it; False when it refused (403: the lease is gone) or
+        did not answer within the retries."""
+        url = to.url.rstrip("/") + http.run_callback_path(run_id, what)
+        headers = {"Authorization": caller.authorization(to.token)}
+        for pause in (0.0, *RETRY_DELAYS[:retries]):
+            if pause:
+                await asyncio.sleep(pause)
+            try:
+                response = await self._http().post(url, json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+                continue
+            if response.status_code < 300:
+                return True
+            if response.status_code == 403:
+                # The lease is not ours any more (it ran out and the run went elsewhere).
+                log.warning("run %s: the router refused the %s report (lease lost)", run_id, what)
+                return False
+            problem = f"HTTP {response.status_code}"
+            if response.status_code < 500 and response.status_code != 429:
+                break  # a 4xx will not change on a retry
+        log.warning("run %s: %s report not delivered (%s)", run_id, what, problem)
+        return False

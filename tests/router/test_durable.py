@@ -1,0 +1,234 @@
+"""The router with its system of record: real PostgreSQL, real runtime processes, real HTTP.
+
+An alert is answered 202 only after it and its runs are committed; the dispatcher
+pushes the runs to runtime pods, which report heartbeats, journaled actions and the
+final record back over HTTP with each run's own token. A pod that dies mid-run loses
+nothing: the lease runs out, the run is redelivered with `attempt + 1`, and an action
+the first attempt completed is not executed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from kubesoar_router.app import create_ingest_app
+from kubesoar_router.dispatcher import DispatchPolicy
+from kubesoar_router.durable import open_durable
+from kubesoar_router.snapshot import build_namespace
+from router_objects import (
+    TINY_ENTRY_POINTS,
+    alertsource,
+    endpointslice,
+    new_router,
+    playbook,
+    serve,
+)
+
+HIGH = {"title": "Brute force", "severity": "high", "source_id": "e-1"}
+TOKEN = "tok-durable"
+
+JOURNALED_PLAYBOOK = """
+import asyncio, os
+from kubesoar import playbook, action, Alert
+
+@action()
+async def isolate(host: str) -> dict:
+    with open(os.environ["SIDE_EFFECTS"], "a") as effects:
+        effects.write(host + "\\n")
+    return {"isolated": host}
+
+@playbook(trigger="webhook", conditions={"severity": ["high", "critical"]}, order=10)
+async def triage(alert: Alert, ctx) -> dict:
+    done = await isolate("web-1")
+    if os.environ.get("HANG_AFTER_ACTION"):
+        await asyncio.sleep(3600)  # a pod that dies here has isolated the host already
+    return {**done, "attempt": ctx.attempt}
+"""
+
+
+def tenant(runtimes: list[Any], *, entry_points: list[dict[str, Any]] | None = None) -> Any:
+    return build_namespace(
+        "tenant-a",
+        alertsources=[alertsource("siem", dedup={"windowSeconds": 0})],
+        secrets={"ingest": {"token": TOKEN.encode()}},
+        playbooks=[playbook("triage", entry_points or TINY_ENTRY_POINTS[:1])],
+        endpointslices=[endpointslice("triage", r.host, r.port) for r in runtimes],
+    )
+
+
+@contextlib.asynccontextmanager
+async def durable_router(database_url: str, runtimes: list[Any], **policy: Any) -> Any:
+    """A router with the system of record on `database_url`, served on loopback."""
+    router = new_router()
+    router.snapshot.put(tenant(runtimes))
+    async with open_durable(
+        database_url,
+        router.snapshot,
+        report_url="http://unset.invalid",
+        caller_key=None,
+        policy=DispatchPolicy(idle_interval=0.05, **policy),
+    ) as durable:
+        router.durable = durable
+        async with serve(create_ingest_app(router)) as base_url:
+            durable.dispatcher.report_url = base_url  # known once the port is
+            yield router, base_url
+
+
+async def send(base_url: str, alert: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        return await client.post(
+            "/v1/namespaces/tenant-a/sources/siem/alerts",
+            content=json.dumps(alert),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+
+
+async def stored_run(database_url: str, run_id: str, *, until: set[str], within: float = 20) -> Any:
+    """The run's row once its status is in `until` (polled)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            row = await conn.fetchrow("SELECT * FROM runs WHERE id = $1", uuid.UUID(run_id))
+            if row is not None and row["status"] in until:
+                return row
+            if time.monotonic() > deadline:
+                return row
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def test_an_accepted_alert_is_committed_run_and_recorded(database_url, runtime_factory):
+    runtime = runtime_factory()
+    async with durable_router(database_url, [runtime]) as (_, base_url):
+        response = await send(base_url, HIGH)
+        assert response.status_code == 202, response.text
+        answer = response.json()
+        [delivery] = answer["deliveries"]
+        assert delivery["playbook"] == "triage" and answer["duplicate"] is False
+        row = await stored_run(database_url, delivery["runId"], until={"succeeded", "failed"})
+    assert row["status"] == "succeeded", row["error"]
+    assert row["attempt"] == 1
+    result = json.loads(row["result"])
+    [entry] = result["results"]
+    assert entry["name"] == "triage" and entry["result"] == {
+        "title": "Brute force",
+        "tenant": "tenant-a",
+    }
+    # The pod ran the stored run under the stored run's id.
+    assert runtime.run(delivery["runId"])["status"] == "succeeded"
+
+
+async def test_the_same_body_again_is_not_a_second_run(database_url, runtime_factory):
+    runtime = runtime_factory()
+    async with durable_router(database_url, [runtime]) as (_, base_url):
+        first = await send(base_url, HIGH)
+        again = await send(base_url, HIGH)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["deliveries"] == [] and again.json()["duplicate"] is True
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM runs") == 1
+    finally:
+        await conn.close()
+
+
+async def test_without_a_ready_pod_the_run_waits_in_the_database(database_url, runtime_factory):
+    async with durable_router(database_url, []) as (router, base_url):
+        response = await send(base_url, HIGH)
+        assert response.status_code == 202, response.text  # not 503: the run waits
+        run_id = response.json()["deliveries"][0]["runId"]
+        row = await stored_run(database_url, run_id, until={"succeeded"}, within=0.5)
+        assert row["status"] == "queued"
+        runtime = runtime_factory()
+        router.snapshot.put(tenant([runtime]))  # a pod turns ready
+        row = await stored_run(database_url, run_id, until={"succeeded", "failed"})
+    assert row["status"] == "succeeded"
+
+
+async def test_the_database_down_is_503_never_202(database_url, runtime_factory):
+    runtime = runtime_factory()
+    async with durable_router(database_url, [runtime]) as (router, base_url):
+        await router.durable.pool.close()
+        response = await send(base_url, HIGH)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "unavailable"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+async def test_a_pod_cannot_write_a_run_it_was_not_given(database_url, runtime_factory):
+    async with durable_router(database_url, []) as (_, base_url):
+        run_id = (await send(base_url, HIGH)).json()["deliveries"][0]["runId"]
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+            forged = await client.post(
+                f"/v1/runs/{run_id}/result",
+                json={"status": "succeeded", "results": []},
+                headers={"Authorization": "Bearer " + "x" * 43},
+            )
+            unknown = await client.post(
+                f"/v1/runs/{uuid.uuid4()}/actions",
+                json={"seq": 0, "action": "isolate", "status": "succeeded"},
+                headers={"Authorization": "Bearer " + "x" * 43},
+            )
+        row = await stored_run(database_url, run_id, until=set(), within=0)
+    assert forged.status_code == unknown.status_code == 403
+    assert forged.json()["error"] == "forbidden"
+    assert row["status"] == "queued" and row["result"] is None
+
+
+async def test_a_pod_killed_mid_run_loses_nothing_and_repeats_no_action(
+    database_url, runtime_factory, tmp_path: Path
+):
+    effects = tmp_path / "side-effects.txt"
+    effects.touch()
+    journaled = [{**TINY_ENTRY_POINTS[0], "order": 10}]
+    hanging = runtime_factory(
+        JOURNALED_PLAYBOOK, env={"SIDE_EFFECTS": str(effects), "HANG_AFTER_ACTION": "1"}
+    )
+    healthy = runtime_factory(JOURNALED_PLAYBOOK, env={"SIDE_EFFECTS": str(effects)})
+    async with durable_router(database_url, [hanging], lease_seconds=1.5) as (router, base_url):
+        router.snapshot.put(tenant([hanging], entry_points=journaled))
+        run_id = (await send(base_url, HIGH)).json()["deliveries"][0]["runId"]
+        conn = await asyncpg.connect(database_url)
+        try:
+            deadline = time.monotonic() + 20
+            while not await conn.fetchval(
+                "SELECT count(*) FROM action_journal WHERE run_id = $1", uuid.UUID(run_id)
+            ):
+                assert time.monotonic() < deadline, "the action was never journaled"
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
+        hanging.stop()  # SIGKILL after the side effect, before the run ends
+        router.snapshot.put(tenant([healthy], entry_points=journaled))
+        row = await stored_run(database_url, run_id, until={"succeeded", "failed", "dead"})
+    assert row["status"] == "succeeded", row["error"]
+    assert row["attempt"] == 2
+    [entry] = json.loads(row["result"])["results"]
+    assert entry["result"] == {"isolated": "web-1", "attempt": 2}
+    assert effects.read_text().splitlines() == ["web-1"]  # isolated once, not twice
+    [action] = json.loads(row["result"])["actions"]
+    assert action["status"] == "replayed"
+
+
+async def test_a_runtime_that_refuses_the_request_for_good_fails_the_run(
+    database_url, runtime_factory
+):
+    runtime = runtime_factory()
+    # Entry point names the pod does not have: it answers 400 unknown_playbooks.
+    ghost = [{**TINY_ENTRY_POINTS[0], "name": "ghost"}]
+    async with durable_router(database_url, [runtime]) as (router, base_url):
+        router.snapshot.put(tenant([runtime], entry_points=ghost))
+        run_id = (await send(base_url, HIGH)).json()["deliveries"][0]["runId"]
+        row = await stored_run(database_url, run_id, until={"failed", "dead"})
+    assert row["status"] == "failed"
+    assert "unknown_playbooks" in row["error"]
