@@ -159,6 +159,7 @@ class Network(_Model):
 class PlaybookSpec(_Model):
     source: Source
     module: str = Field(pattern=MODULE_NAME, max_length=255)
+    max_attempts: int = Field(default=3, alias="maxAttempts", ge=1, le=20)
     replicas: int = Field(default=1, ge=0, le=100)
     suspend: bool = False
     runtime: Runtime = Field(default_factory=Runtime)

@@ -18,6 +18,7 @@ from kubesoar_router import logs, statuswriter
 from kubesoar_router.app import create_ingest_app, create_metrics_app, tune_gc
 from kubesoar_router.dispatcher import DispatchPolicy
 from kubesoar_router.durable import DEFAULT_MAX_QUEUED_PER_PLAYBOOK, open_durable
+from kubesoar_router.housekeeping import Retention
 from kubesoar_router.ingest import BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES, Router
 from kubesoar_router.kubeapi import KubeApi
 from kubesoar_router.snapshot import Snapshot
@@ -92,6 +93,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="a run whose pod neither heartbeats nor reports for this long is redelivered",
     )
     database.add_argument(
+        "--retention-days",
+        type=float,
+        default=Retention.retention_days,
+        help="alerts and their runs older than this are deleted (0: none by age)",
+    )
+    database.add_argument(
+        "--max-alerts-per-namespace",
+        type=int,
+        default=Retention.max_alerts_per_namespace,
+        help="keep at most this many alerts (with their runs) per namespace (0: no limit)",
+    )
+    database.add_argument(
         "--max-queued-per-playbook",
         type=int,
         default=DEFAULT_MAX_QUEUED_PER_PLAYBOOK,
@@ -161,6 +174,10 @@ async def _serve(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> 
                 caller_key=router.caller_key,
                 policy=DispatchPolicy(lease_seconds=args.lease_seconds),
                 max_queued_per_playbook=args.max_queued_per_playbook,
+                retention=Retention(
+                    retention_days=args.retention_days,
+                    max_alerts_per_namespace=args.max_alerts_per_namespace,
+                ),
             )
         )
         logger.info("system of record connected: alerts are committed before 202")

@@ -20,14 +20,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from kubesoar.contracts import http
 
-from kubesoar_router import delivery
+from kubesoar_router import delivery, housekeeping
 from kubesoar_router.dispatcher import Dispatcher, DispatchPolicy
 from kubesoar_router.errors import IngestError
 from kubesoar_router.snapshot import Snapshot
@@ -70,6 +70,7 @@ async def open_durable(
     caller_key: bytes | None,
     policy: DispatchPolicy | None = None,
     max_queued_per_playbook: int = DEFAULT_MAX_QUEUED_PER_PLAYBOOK,
+    retention: housekeeping.Retention | None = None,
 ) -> AsyncIterator[Durable]:
     """Connect, check the schema is migrated, start the committer and the dispatcher;
     on exit stop them in the reverse order (nothing accepted is left uncommitted)."""
@@ -87,15 +88,21 @@ async def open_durable(
                 caller_key=caller_key,
                 policy=policy or DispatchPolicy(),
             )
-            task = asyncio.create_task(dispatcher.run(), name="dispatcher")
+            tasks = [asyncio.create_task(dispatcher.run(), name="dispatcher")]
+            if retention is not None:
+                tasks.append(
+                    asyncio.create_task(housekeeping.run(pool, retention), name="housekeeping")
+                )
             try:
                 yield Durable(
                     pool, committer, dispatcher, max_queued_per_playbook=max_queued_per_playbook
                 )
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
     finally:
         await session.close()
         await pool.close()
@@ -145,6 +152,7 @@ async def accept(
     dedup_key: bytes | None,
     dedup_window_seconds: float,
     matches: Sequence[Any],
+    max_attempts: Mapping[str, int],
 ) -> http.IngestAccepted:
     """Commit the alert and its runs; the answer lists the runs created (queued)."""
     for match in matches:
@@ -161,7 +169,7 @@ async def accept(
             playbook=match.playbook,
             idempotency_key=delivery.idempotency_key(alert_id, namespace, match.playbook),
             entry_points=tuple(match.entries),
-            max_attempts=durable.max_attempts,
+            max_attempts=max_attempts.get(match.playbook, durable.max_attempts),
         )
         for match in matches
     ]

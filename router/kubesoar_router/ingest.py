@@ -374,6 +374,7 @@ async def _process_durably(
         dedup_key=key,
         dedup_window_seconds=float(spec.dedup.window_seconds),
         matches=matches,
+        max_attempts=state.max_attempts,
     )
     counts = router.counters.of(namespace, name)
     if answer.duplicate:

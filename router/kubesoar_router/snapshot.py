@@ -53,6 +53,8 @@ class NamespaceState:
     sources: Mapping[str, Source] = field(default_factory=dict)
     index: RouteIndex = field(default_factory=RouteIndex)
     endpoints: Mapping[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    # spec.maxAttempts of each Playbook that sets one (runs created for it carry it).
+    max_attempts: Mapping[str, int] = field(default_factory=dict)
 
 
 SecretData = Mapping[str, Mapping[str, bytes]]  # secret name -> key -> decoded value
@@ -156,8 +158,12 @@ def build_namespace(
 ) -> NamespaceState:
     secrets = secrets or {}
     routes: list[Route] = []
+    max_attempts: dict[str, int] = {}
     for playbook in playbooks:
         routes.extend(playbook_routes(playbook))
+        attempts = (playbook.get("spec") or {}).get("maxAttempts")
+        if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 1:
+            max_attempts[playbook["metadata"]["name"]] = attempts
     endpoints: dict[str, list[Endpoint]] = {}
     for endpoint_slice in endpointslices:
         owner = slice_owner(endpoint_slice)
@@ -174,6 +180,7 @@ def build_namespace(
             name: tuple(sorted(set(eps), key=lambda e: (e.address, e.port)))
             for name, eps in endpoints.items()
         },
+        max_attempts=max_attempts,
     )
 
 

@@ -120,8 +120,8 @@ class OpenSOARAlert:
 
     def get(self, key: str, default: Any = None) -> Any:
         """Dict-style access, as OpenSOAR's manual-run payload offers."""
-        if not key.startswith("_") and hasattr(self, key) and key != "get":
-            return getattr(self, key)
+        if key in vars(self):
+            return vars(self)[key]
         return self.normalized.get(key, default)
 
     def __getitem__(self, key: str) -> Any:

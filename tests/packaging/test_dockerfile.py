@@ -1,10 +1,12 @@
 """Key properties of the Dockerfile, checked textually.
 
 There is no container engine on the build machine, so the image itself is not
-built here (test_image_root.py builds and runs its root filesystem); these tests keep the properties the chart and the runtime pods rely
-on: two stages, only the installed environment copied into the final one, a
-fixed non-root UID/GID 65532, the `kubesoar` entry point, no bytecode written at
-run time, OCI labels, and a build context limited by .dockerignore.
+built here (test_image_root.py builds and runs its root filesystem); these
+tests keep the properties the chart and the runtime pods rely on: two stages
+from a base pinned by digest, only the installed environment copied into the
+final one, a fixed non-root UID/GID 65532, the `kubesoar` entry point, no
+bytecode written at run time, OCI labels, and a build context limited by
+.dockerignore.
 """
 
 from __future__ import annotations

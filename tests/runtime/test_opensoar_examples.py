@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integrations"))
-from fakevendors import FakeVendors, start, write_secrets  # noqa: E402
+from fakevendors import FakeVendors, start, write_secrets
 
 REPO = Path(os.environ.get("OPENSOAR_REPO", "/work/.mirror/opensoar-hq+opensoar/repo"))
 KUBESOAR = Path(sys.executable).with_name("kubesoar")
@@ -76,7 +76,8 @@ def _examples(into: Path) -> None:
         (into / f"{name}.py").write_text(text)
 
 
-async def _run(tmp_path: Path, configured: bool) -> dict[str, dict[str, Any]]:
+async def _run(tmp_path: Path, configured: bool) -> dict[str, Any]:
+    """The run's results by entry point name, and under "" the attempted actions."""
     vendors = FakeVendors(llm_text=json.dumps(VERDICT))
     runner = await start(vendors)
     try:
@@ -103,7 +104,10 @@ async def _run(tmp_path: Path, configured: bool) -> dict[str, dict[str, Any]]:
     finally:
         await runner.cleanup()
     assert out, err.decode()
-    return {r["name"]: r for r in json.loads(out)["results"]}
+    run = json.loads(out)
+    results: dict[str, Any] = {r["name"]: r for r in run["results"]}
+    results[""] = {(a["action"], a["status"]) for a in run["actions"]}
+    return results
 
 
 TRIAGE = {
@@ -127,7 +131,8 @@ def _failed_in(result: dict[str, Any], function: str) -> str:
 
 async def test_examples_without_secrets(tmp_path: Path) -> None:
     results = await _run(tmp_path, configured=False)
-    assert sorted(results) == sorted(EXAMPLES)
+    assert sorted(results) == sorted(["", *EXAMPLES])
+    assert not any(action.startswith(("virustotal.", "llm.")) for action, _ in results[""])
     assert results["triage_high_severity"]["result"] == TRIAGE
     assert results["auto_enrich_iocs"]["result"] == {
         "enriched": 3,
@@ -149,6 +154,15 @@ async def test_examples_without_secrets(tmp_path: Path) -> None:
 
 async def test_examples_with_every_integration_faked(tmp_path: Path) -> None:
     results = await _run(tmp_path, configured=True)
+    assert {
+        ("virustotal.lookup_ip", "succeeded"),
+        ("virustotal.lookup_domain", "succeeded"),
+        ("virustotal.lookup_hash", "succeeded"),
+        ("abuseipdb.check_ip", "succeeded"),
+        ("llm.anthropic", "succeeded"),
+        ("ai_correlate_and_report", "succeeded"),
+        ("ai_assess_endpoint_threat", "succeeded"),
+    } <= results[""]
     assert results["triage_high_severity"]["result"] == TRIAGE
     assert results["auto_enrich_iocs"]["result"] == {
         "enriched": 3,

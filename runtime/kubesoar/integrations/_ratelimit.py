@@ -32,7 +32,8 @@ class TokenBucket:
         self.tokens = self.capacity
         self._stamp = get_clock().now()
         self._held_until = 0.0
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     def _refill(self, now: float) -> None:
         if now > self._stamp:
@@ -53,6 +54,10 @@ class TokenBucket:
     async def acquire(self) -> float:
         """Take a token, waiting for one; returns the seconds waited."""
         waited = 0.0
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            # A lock belongs to one event loop; test sessions start a loop per test.
+            self._lock, self._lock_loop = asyncio.Lock(), loop
         async with self._lock:  # first come, first served
             while True:
                 delay = self.wait_needed()

@@ -42,9 +42,11 @@ class Splunk(Integration):
 
     def client(self) -> httpx.AsyncClient:
         verify = (self.setting("verify_ssl") or "true").strip().lower() not in {"0", "false", "no"}
-        if not verify and self._http is None:
-            self._http = httpx.AsyncClient(verify=False, timeout=30.0)  # noqa: S501 - asked for
-        return super().client()
+        if verify or self._http is not None:
+            return super().client()
+        if self._own_http is None:  # the run's client verifies; this one was asked not to
+            self._own_http = httpx.AsyncClient(verify=False, timeout=30.0)  # noqa: S501
+        return self._own_http
 
     def _auth(self) -> tuple[dict[str, str], tuple[str, str] | None]:
         token = self.setting("token")

@@ -1,0 +1,71 @@
+"""Keeping the system of record small: retention and expired keys, every few minutes.
+
+Every router replica runs it; a PostgreSQL advisory lock lets one replica at a time do
+a round (the others skip it), so deletes never pile up on each other. A round deletes,
+in bounded batches (`store.retention`): alerts older than `retention_days`, then in each
+namespace the alerts beyond the newest `max_alerts_per_namespace`; an alert whose runs
+are not finished is kept whatever its age. Runs and their journal go with their alert.
+Then expired dedup, replay and rate-limit keys are purged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+
+from kubesoar_router.store import StoreError, keys, retention
+from kubesoar_router.store.errors import unavailable
+
+logger = logging.getLogger("kubesoar.router.housekeeping")
+
+LOCK_KEY = 0x6B736F6172  # "ksoar": the advisory lock of a housekeeping round
+
+
+@dataclass(frozen=True)
+class Retention:
+    retention_days: float = 30.0
+    """Alerts (with their runs) older than this are deleted; 0 keeps them by age."""
+    max_alerts_per_namespace: int = 0
+    """Keep at most this many alerts per namespace, newest first; 0 for no count limit."""
+    interval_seconds: float = 300.0
+
+
+async def one_round(pool: asyncpg.Pool, policy: Retention) -> dict[str, int]:
+    """One round if no other replica holds the lock; the counts deleted (empty if skipped)."""
+    with unavailable("housekeeping"):
+        async with pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
+                return {}
+            try:
+                done = {"byAge": 0, "byCount": 0, "expiredKeys": 0}
+                if policy.retention_days > 0:
+                    done["byAge"] = await retention.delete_older_than(
+                        pool, timedelta(days=policy.retention_days)
+                    )
+                if policy.max_alerts_per_namespace > 0:
+                    done["byCount"] = await retention.keep_newest(
+                        pool, policy.max_alerts_per_namespace
+                    )
+                done["expiredKeys"] = await keys.purge_expired(pool)
+                return done
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+
+
+async def run(pool: asyncpg.Pool, policy: Retention) -> None:
+    """Rounds until cancelled; a failed round is logged and retried next interval."""
+    while True:
+        # Jitter, so replicas started together do not all wake at once.
+        await asyncio.sleep(policy.interval_seconds * random.uniform(0.8, 1.2))  # noqa: S311
+        try:
+            done = await one_round(pool, policy)
+        except StoreError as exc:
+            logger.warning("housekeeping round failed: %s", exc)
+            continue
+        if any(done.values()):
+            logger.info("housekeeping deleted %s", done)
