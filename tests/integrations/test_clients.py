@@ -277,3 +277,28 @@ async def test_llm_client_errors_as_opensoar(vendors: FakeVendors, tmp_path: Pat
 async def test_missing_credentials_name_the_secret(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Secret 'virustotal' with key 'api_key'"):
         await in_run(tmp_path, lambda: VirusTotal().lookup_ip("203.0.113.7"))
+
+
+async def test_health_checks_and_action_lists(vendors: FakeVendors, secrets_dir: Path) -> None:
+    from kubesoar.integrations import Email
+
+    async def checks() -> list[Any]:
+        return [
+            await VirusTotal().health_check(),
+            await VirusTotal({"api_key": "wrong-0000000000"}).health_check(),
+            await Splunk().health_check(),
+            await Elastic().health_check(),
+            await Slack().health_check(),
+        ]
+
+    vt_ok, vt_bad, splunk, elastic, slack = (await in_run(secrets_dir, checks))[0]
+    assert vt_ok.healthy and not vt_bad.healthy and "401" in vt_bad.message
+    assert splunk.details == {"version": "9.2.0"} and elastic.details == {"version": "8.14.0"}
+    assert slack.message == "Webhook configured (cannot verify)"
+    assert [a.name for a in VirusTotal().get_actions()] == [
+        "lookup_ip",
+        "lookup_hash",
+        "lookup_domain",
+    ]
+    assert [a.name for a in Email().get_actions()] == ["send_email"]
+    assert len(Defender().get_actions()) == 7

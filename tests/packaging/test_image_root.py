@@ -214,9 +214,8 @@ def test_every_module_comes_from_the_image_root(image):
         "mods = [kubesoar, kubesoar_operator, kubesoar_router, kopf, kubernetes, git, asyncpg]\n"
         "print(json.dumps({'files': [m.__file__ for m in mods], 'path': sys.path}))\n"
     )
-    done = subprocess.run(
-        **image.popen_args(["python", "-P", "-c", script]), capture_output=True, text=True, timeout=60
-    )
+    argv = ["python", "-P", "-c", script]
+    done = subprocess.run(**image.popen_args(argv), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     venv = str(image.root / "opt" / "kubesoar")

@@ -218,3 +218,37 @@ def test_the_alertsource_reference_names_its_reasons() -> None:
     # The Playbook reference's table is checked in tests/operator/test_op_status.py.
     alertsource = (ROOT / "docs" / "reference" / "alertsource.md").read_text()
     assert [r for r in conditions.ALERT_SOURCE_REASONS if f"`{r}`" not in alertsource] == []
+
+
+async def test_a_runtime_run_record_follows_the_contract() -> None:
+    """What `GET /v1/runs/{id}` serves is a `RunRecord`, a failed one included, and what a
+    dispatched run reports is a `RunResult`."""
+    from kubesoar import Alert, action, playbook
+    from kubesoar._engine import Engine
+    from kubesoar._sdk import entry_points_of, forget_module
+
+    module = "contract_record_book"
+    forget_module(module)
+
+    @action()
+    async def lookup(ip: str) -> dict[str, str]:
+        return {"ip": ip}
+
+    async def ok(alert: Alert) -> dict[str, str]:
+        return await lookup("10.0.0.1")
+
+    async def broken(alert: Alert) -> None:
+        raise KeyError("nope")
+
+    for func in (ok, broken):
+        func.__module__ = module
+        playbook(trigger="webhook", name=func.__name__)(func)
+    engine = Engine(entry_points_of(module))
+    alert = Alert(title="t", severity="high")
+    run = await engine.execute(engine.create_run(alert, engine.select(alert, None)))
+    record = http.RunRecord.model_validate(run.to_json())
+    assert record.status == "failed" and len(record.results) == 2
+    result = run.to_result()
+    assert result.status == "failed" and "KeyError" in (result.error or "")
+    assert result.traceback and "broken" in result.traceback
+    forget_module(module)

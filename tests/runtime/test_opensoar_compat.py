@@ -172,6 +172,11 @@ def test_alias_submodules() -> None:
         module = importlib.import_module(f"opensoar.integrations.{vendor}.connector")
         assert isinstance(getattr(module, name), type)
     assert importlib.import_module("opensoar.ai.client").LLMClient is LLMClient
+    decorators = importlib.import_module("opensoar.core.decorators")
+    assert decorators.playbook is importlib.import_module("opensoar").playbook
+    assert callable(importlib.import_module("opensoar.runtime").resolve_current_alert)
+    base = importlib.import_module("opensoar.integrations.base")
+    assert issubclass(connector.VirusTotalIntegration, base.IntegrationBase)
     assert hasattr(importlib.import_module("opensoar.config"), "settings")
     opensoar = importlib.import_module("opensoar")
     for name in (
