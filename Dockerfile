@@ -15,9 +15,8 @@
 # environment, so no compiler, build tool or pip cache reaches the image.
 
 # Pinned by digest (the multi-arch index), so every build starts from the same
-# bytes; the tag says what it is. Refresh with
+# bytes; the tag says what it is. Refresh by hand, with the digest this prints:
 #   docker buildx imagetools inspect python:3.11-slim-bookworm
-# (Dependabot proposes updates: .github/dependabot.yml).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS builder

@@ -7,15 +7,16 @@ API a playbook calls; it records every alert a run handled, so the test can coun
 that every alert the router accepted was run. Then:
 
 - `helm install --wait` brings the operator and the router to Ready. Each pod runs
-  as its own ServiceAccount: the token the agent mounted is bound to that pod, and
-  the process found it through the in-cluster folder (no kubeconfig is lent to it).
+  as its own ServiceAccount: the token the agent mounted is bound to that pod, the
+  process reads it from the in-cluster folder, and no other credential reaches it.
 - `helm test` (templates/tests/) passes on the fresh install.
 - A tenant (a user with a Role in its namespace only) applies a Playbook and an
   AlertSource; an alert posted to a router pod (its address from the router
   Service's EndpointSlices, never a ClusterIP) runs, and the run record says so.
 - `helm upgrade` with a changed value rolls both Deployments while alerts keep
   coming: every accepted alert runs, and one sent after the roll too.
-- `helm uninstall` leaves nothing of the release but the CRDs.
+- `helm uninstall` leaves nothing of the release but the CRDs; what tenants made
+  (their Playbooks and the runtime pods those own) stays until they delete it.
 """
 
 from __future__ import annotations
@@ -414,9 +415,7 @@ def test_chart_installs_runs_a_playbook_upgrades_and_uninstalls(
         assert accepted, "no alert was accepted while the chart rolled"
         assert_runs_as_its_own_service_account(release, "router")
 
-        # -- the tenant removes its objects (the operator still runs), then uninstall.
-        kubectl.run("delete", "playbook/triage", "alertsource/siem", f"-n={tenant}", as_tenant,
-                    "--wait=true", "--timeout=120s")  # fmt: skip
+        # -- uninstall: nothing of the release is left but the CRDs.
         release.helm("uninstall", release.name, "--wait", "--timeout=120s")
         release.installed = False
         wait_for(
@@ -427,8 +426,20 @@ def test_chart_installs_runs_a_playbook_upgrades_and_uninstalls(
         )
         crds = {o["metadata"]["name"] for o in release.json("crds")["items"]}
         assert crds >= KUBESOAR_CRDS, "helm uninstall keeps the CRDs (docs/install.md)"
-        runtime = kubectl.run("get", "deployments,services", f"-n={tenant}", "-o", "name")
-        assert runtime.stdout.strip() == ""
+        # What tenants made stays: their Playbook (an instance of a CRD) and the runtime
+        # Deployment and Service it owns, until they delete it. No finalizer of the
+        # departed operator holds it, and its children go with it.
+        runtime = "deployments,services"
+        owned = kubectl.run("get", runtime, f"-n={tenant}", "-o", "name").stdout.split()
+        assert sorted(owned) == ["deployment.apps/triage-runtime", "service/triage"]
+        kubectl.run("delete", "playbook/triage", "alertsource/siem", f"-n={tenant}", as_tenant,
+                    "--wait=true", "--timeout=60s")  # fmt: skip
+        wait_for(
+            "the runtime children to go with their Playbook",
+            lambda: not kubectl.run("get", runtime, f"-n={tenant}", "-o", "name").stdout.strip(),
+            timeout=120,
+            logs=lambda: "",
+        )
     finally:
         if release.installed:
             kubectl.run("delete", "playbooks,alertsources", "--all", f"-n={tenant}",

@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
 import pytest
-from conftest import SeedRuns
-from kubesoar_router.store import NotLeased, RunRecord, dispatch
+from kubesoar_router.store import NewRun, NotLeased, RunRecord, dispatch
 from kubesoar_router.store.bounds import MAX_RESULT_BYTES
 from kubesoar_router.store.pool import create_pool
+
+# seed_runs(n, namespace=, playbook=, max_attempts=) -> queued NewRuns (conftest.py)
+SeedRuns = Callable[..., Awaitable[list[NewRun]]]
 
 
 async def row(pool: asyncpg.Pool, run_id: uuid.UUID) -> asyncpg.Record:

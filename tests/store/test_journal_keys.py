@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import asyncpg
 import pytest
-from conftest import SeedRuns
 from kubesoar_router.store import (
     GroupCommitter,
     NewAlert,
+    NewRun,
     NotLeased,
     RunRecord,
     counters,
@@ -22,6 +23,9 @@ from kubesoar_router.store import (
     retention,
 )
 from kubesoar_router.store.pool import create_pool
+
+# seed_runs(n, namespace=, playbook=, max_attempts=) -> queued NewRuns (conftest.py)
+SeedRuns = Callable[..., Awaitable[list[NewRun]]]
 
 
 async def test_journal_round_trip_and_a_succeeded_entry_is_final(

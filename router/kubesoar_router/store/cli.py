@@ -69,7 +69,13 @@ def main(argv: Sequence[str]) -> int:
     except SchemaTooNew as exc:
         print(f"kubesoar db: {scrub(str(exc), url)}", file=sys.stderr)
         return 4
-    except (StoreError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except OSError as exc:
+        print(
+            f"kubesoar db {args.command}: cannot connect to {redact_url(url)}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    except (StoreError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"kubesoar db {args.command}: {scrub(str(exc), url)}", file=sys.stderr)
         return 1
     except (TimeoutError, ValueError) as exc:
