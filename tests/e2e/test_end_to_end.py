@@ -149,6 +149,7 @@ class World:
             kubeconfig=cluster.kubeconfig,
             namespaces=list(self.namespaces.values()),
             workdir=workdir,
+            database_url_file=cluster.database_url_file,
         )
         self.stack.start()
 

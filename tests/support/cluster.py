@@ -37,6 +37,14 @@ class ClusterHandle:
     local: LocalCluster | None = field(default=None, repr=False)
 
     @property
+    def database_url_file(self) -> Path | None:
+        """The local test bed's PostgreSQL (started with the cluster), if it runs one."""
+        if self.local is None:
+            return None
+        path = self.local.postgres.database_url_file
+        return path if path.exists() else None
+
+    @property
     def helm_bin(self) -> Path:
         return self.bin_dir / "helm"
 

@@ -111,6 +111,9 @@ class KubesoarStack:
     router_port: int = field(default_factory=free_port)
     liveness_port: int = field(default_factory=free_port)
     status_interval: float = 2.0
+    # The system of record: with a database URL file, the router commits every alert
+    # and dispatches runs from PostgreSQL (migrated first, as the chart's hook Job does).
+    database_url_file: Path | None = None
     _processes: dict[str, _Process] = field(default_factory=dict)
 
     @property
@@ -175,6 +178,13 @@ class KubesoarStack:
             "--status-interval", str(self.status_interval),
             "--caller-key-file", str(self._signing_key()),
         ]  # fmt: skip
+        if self.database_url_file is not None:
+            self.migrate()
+            argv += [
+                "--database-url-file", str(self.database_url_file),
+                # Runtime pods of the local test bed are processes on loopback.
+                "--advertise-url", self.router_url,
+            ]  # fmt: skip
         proc = _Process("router", argv, self.workdir / "router.log")
         proc.start(self._env())
         self._processes["router"] = proc
@@ -183,6 +193,15 @@ class KubesoarStack:
             lambda: self._alive(proc, f"{self.router_url}/readyz"),
             timeout=60,
         )
+
+    def migrate(self) -> None:
+        """`kubesoar db migrate`, as the chart's pre-install/pre-upgrade hook runs it."""
+        assert self.database_url_file is not None
+        subprocess.run(
+            [sys.executable, "-m", "kubesoar", "db", "migrate",
+             "--database-url-file", str(self.database_url_file)],
+            check=True, env=self._env(), capture_output=True, timeout=120,
+        )  # fmt: skip
 
     def _alive(self, proc: _Process, url: str) -> bool:
         if not proc.running():
