@@ -72,7 +72,7 @@ floor = _floor()
 
 # --- the database ----------------------------------------------------------------
 async def prepare(url: str) -> None:
-    from kubesoar_router.store import migrate
+    from kubesoar_store import migrate
 
     conn = await asyncpg.connect(url)
     try:

@@ -25,12 +25,12 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import speedups  # noqa: E402
+import speedups
 
 NAMESPACE = "bench"
 SOURCE = "siem"
 PLAYBOOK = "noop"
-TOKEN = "bench-token"  # noqa: S105 - bench/ingest's RawClient sends this bearer
+TOKEN = "bench-token"
 
 
 def bench_snapshot(runtime_host: str, runtime_port: int):  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import speedups  # noqa: E402
+import speedups
 
 
 def main() -> int:

@@ -40,8 +40,8 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from kubesoar_router.store import GroupCommitter, NewAlert, NewRun, migrate  # noqa: E402
-from kubesoar_router.store.pool import create_pool  # noqa: E402
+from kubesoar_store import GroupCommitter, NewAlert, NewRun, migrate  # noqa: E402
+from kubesoar_store.pool import create_pool  # noqa: E402
 
 from hack.localcluster.postgres import LocalPostgres  # noqa: E402
 

@@ -23,9 +23,8 @@ from aiohttp import web
 from kubesoar import _bearer as bearer
 from kubesoar import _bodies as bodies
 from kubesoar.contracts import http
+from kubesoar_store import NotLeased, RunRecord, StoreUnavailable, dispatch, journal
 from pydantic import BaseModel, ValidationError
-
-from kubesoar_router.store import NotLeased, RunRecord, StoreUnavailable, dispatch, journal
 
 logger = logging.getLogger("kubesoar.router.callbacks")
 

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aiohttp import web
+from kubesoar_store import DatabaseUrlError, StoreError
+from kubesoar_store.url import ENV_URL, ENV_URL_FILE, resolve_url
 
 from kubesoar_router import logs, statuswriter
 from kubesoar_router.app import create_ingest_app, create_metrics_app, tune_gc
@@ -22,8 +24,6 @@ from kubesoar_router.housekeeping import Retention
 from kubesoar_router.ingest import BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES, Router
 from kubesoar_router.kubeapi import KubeApi
 from kubesoar_router.snapshot import Snapshot
-from kubesoar_router.store import DatabaseUrlError, StoreError
-from kubesoar_router.store.url import ENV_URL, ENV_URL_FILE, resolve_url
 from kubesoar_router.watch import Watcher
 
 logger = logging.getLogger("kubesoar.router")

@@ -37,14 +37,14 @@ from dataclasses import dataclass, field
 import aiohttp
 import asyncpg
 from kubesoar.contracts import caller, http
+from kubesoar_store import ClaimedRun, RunRecord, StoreError, dispatch, journal
+from kubesoar_store.errors import unavailable
 from multidict import CIMultiDict
 from pydantic import ValidationError
 from yarl import URL
 
 from kubesoar_router.delivery import affinity
 from kubesoar_router.snapshot import Endpoint, Snapshot
-from kubesoar_router.store import ClaimedRun, RunRecord, StoreError, dispatch, journal
-from kubesoar_router.store.errors import unavailable
 
 logger = logging.getLogger("kubesoar.router.dispatcher")
 

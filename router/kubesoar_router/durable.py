@@ -26,12 +26,7 @@ from typing import Any
 
 import asyncpg
 from kubesoar.contracts import http
-
-from kubesoar_router import delivery, housekeeping
-from kubesoar_router.dispatcher import Dispatcher, DispatchPolicy
-from kubesoar_router.errors import IngestError
-from kubesoar_router.snapshot import Snapshot
-from kubesoar_router.store import (
+from kubesoar_store import (
     GroupCommitter,
     NewAlert,
     NewRun,
@@ -39,8 +34,13 @@ from kubesoar_router.store import (
     StoreUnavailable,
     keys,
 )
-from kubesoar_router.store.migrate import require_schema
-from kubesoar_router.store.pool import create_pool
+from kubesoar_store.migrate import require_schema
+from kubesoar_store.pool import create_pool
+
+from kubesoar_router import delivery, housekeeping
+from kubesoar_router.dispatcher import Dispatcher, DispatchPolicy
+from kubesoar_router.errors import IngestError
+from kubesoar_router.snapshot import Snapshot
 
 logger = logging.getLogger("kubesoar.router")
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
-
-from kubesoar_router.store import StoreError, keys, retention
-from kubesoar_router.store.errors import unavailable
+from kubesoar_store import StoreError, keys, retention
+from kubesoar_store.errors import unavailable
 
 logger = logging.getLogger("kubesoar.router.housekeeping")
 

@@ -16,7 +16,7 @@ from importlib import metadata
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("kubesoar_operator.cli", "run the Playbook/AlertSource operator"),
     "router": ("kubesoar_router.cli", "run the alert router"),
-    "db": ("kubesoar_router.store.cli", "migrate the database schema (kubesoar db migrate)"),
+    "db": ("kubesoar_store.cli", "migrate the database schema (kubesoar db migrate)"),
     "runtime": ("kubesoar._server", "serve a playbook module in a runtime pod"),
     "fetch": ("kubesoar._fetch", "download, verify and unpack a playbook artifact"),
     "run": ("kubesoar._local", "run the playbooks an alert matches, locally"),

@@ -1,6 +1,6 @@
-"""The import rules of docs/architecture.md, checked: the SDK imports neither service,
-the router and the operator import each other never (only the SDK, its contracts, and
-the store they share)."""
+"""The import rules of docs/architecture.md, checked: the SDK imports no other package,
+the router and the operator never import each other (only the SDK with its contracts,
+and the store they share), and the store imports neither service."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ FORBIDDEN = {
     ROOT / "runtime" / "kubesoar": {"kubesoar_router", "kubesoar_operator", "kubesoar_store"},
     ROOT / "router" / "kubesoar_router": {"kubesoar_operator"},
     ROOT / "operator" / "kubesoar_operator": {"kubesoar_router"},
+    ROOT / "router" / "kubesoar_store": {"kubesoar_router", "kubesoar_operator"},
 }
 # The `kubesoar` command names the services' CLI modules, imported only when run.
 ALLOWED = {ROOT / "runtime" / "kubesoar" / "_cli.py"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncpg
 from kubesoar_router.housekeeping import LOCK_KEY, Retention, one_round
-from kubesoar_router.store import GroupCommitter, NewAlert, NewRun
-from kubesoar_router.store.pool import create_pool
+from kubesoar_store import GroupCommitter, NewAlert, NewRun
+from kubesoar_store.pool import create_pool
 
 
 async def _seed(pool: asyncpg.Pool, namespace: str, count: int, *, status: str) -> None:

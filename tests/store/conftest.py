@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 import pytest
-from kubesoar_router.store import GroupCommitter, NewAlert, NewRun
-from kubesoar_router.store.ids import uuid7
-from kubesoar_router.store.pool import create_pool
+from kubesoar_store import GroupCommitter, NewAlert, NewRun
+from kubesoar_store.ids import uuid7
+from kubesoar_store.pool import create_pool
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from kubesoar_router.store import NewRun, NotLeased, RunRecord, dispatch
-from kubesoar_router.store.bounds import MAX_RESULT_BYTES
-from kubesoar_router.store.pool import create_pool
+from kubesoar_store import NewRun, NotLeased, RunRecord, dispatch
+from kubesoar_store.bounds import MAX_RESULT_BYTES
+from kubesoar_store.pool import create_pool
 
 # seed_runs(n, namespace=, playbook=, max_attempts=) -> queued NewRuns (conftest.py)
 SeedRuns = Callable[..., Awaitable[list[NewRun]]]

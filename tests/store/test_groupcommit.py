@@ -12,7 +12,7 @@ import uuid
 
 import asyncpg
 import pytest
-from kubesoar_router.store import (
+from kubesoar_store import (
     Accepted,
     GroupCommitter,
     InvalidSubmission,
@@ -21,7 +21,7 @@ from kubesoar_router.store import (
     StoreOverloaded,
     StoreUnavailable,
 )
-from kubesoar_router.store.pool import create_pool
+from kubesoar_store.pool import create_pool
 
 
 def key(text: str) -> bytes:

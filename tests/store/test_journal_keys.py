@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
-from kubesoar_router.store import (
+from kubesoar_store import (
     GroupCommitter,
     NewAlert,
     NewRun,
@@ -22,7 +22,7 @@ from kubesoar_router.store import (
     keys,
     retention,
 )
-from kubesoar_router.store.pool import create_pool
+from kubesoar_store.pool import create_pool
 
 # seed_runs(n, namespace=, playbook=, max_attempts=) -> queued NewRuns (conftest.py)
 SeedRuns = Callable[..., Awaitable[list[NewRun]]]

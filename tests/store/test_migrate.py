@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from kubesoar_router.store import MigrationFailed, SchemaTooNew, SchemaTooOld, migrate
+from kubesoar_store import MigrationFailed, SchemaTooNew, SchemaTooOld, migrate
 
 SHIPPED = Path(migrate.__file__).parent / "migrations"
 

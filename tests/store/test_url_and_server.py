@@ -7,8 +7,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from kubesoar_router.store import DatabaseUrlError
-from kubesoar_router.store.url import redact_url, resolve_url, scrub
+from kubesoar_store import DatabaseUrlError
+from kubesoar_store.url import redact_url, resolve_url, scrub
 from support.postgres import PostgresHandle
 
 

@@ -82,7 +82,7 @@ def create_template(handle: PostgresHandle) -> str:
 
     async def build() -> None:
         import asyncpg
-        from kubesoar_router.store import migrate
+        from kubesoar_store import migrate
 
         await _admin(
             handle,

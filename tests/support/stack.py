@@ -96,6 +96,14 @@ class _Process:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(5)
 
+    def kill(self) -> None:
+        """SIGKILL the process group: no drain, no goodbye (a node lost, an OOM kill)."""
+        if not self.running():
+            return
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -114,11 +122,37 @@ class KubesoarStack:
     # The system of record: with a database URL file, the router commits every alert
     # and dispatches runs from PostgreSQL (migrated first, as the chart's hook Job does).
     database_url_file: Path | None = None
+    # Router replicas: each its own process and port, all on the same database (as the
+    # chart's router Deployment with `replicas: N`). Replica 0 listens on `router_port`.
+    router_replicas: int = 1
+    router_args: list[str] = field(default_factory=list)
+    """Extra `kubesoar router` flags for every replica (e.g. `--lease-seconds 5`)."""
+    router_ports: list[int] = field(default_factory=list)
     _processes: dict[str, _Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.router_replicas < 1:
+            raise ValueError("router_replicas must be at least 1")
+        if not self.router_ports:
+            self.router_ports = [self.router_port]
+        while len(self.router_ports) < self.router_replicas:
+            self.router_ports.append(free_port())
 
     @property
     def router_url(self) -> str:
-        return f"http://127.0.0.1:{self.router_port}"
+        return self.replica_url(0)
+
+    @property
+    def router_urls(self) -> list[str]:
+        return [self.replica_url(i) for i in range(self.router_replicas)]
+
+    def replica_url(self, replica: int) -> str:
+        return f"http://127.0.0.1:{self.router_ports[replica]}"
+
+    @staticmethod
+    def router_name(replica: int) -> str:
+        """The process name of a replica: "router", then "router-2", "router-3", ..."""
+        return "router" if replica == 0 else f"router-{replica + 1}"
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -168,29 +202,38 @@ class KubesoarStack:
             timeout=60,
         )
 
-    def start_router(self) -> None:
+    def start_router(self, replica: int = 0, *, port: int | None = None) -> None:
+        """Start router `replica`; `port` moves it to a new address (as a replacement pod
+        gets a new IP), otherwise it keeps its port."""
+        if port is not None:
+            self.router_ports[replica] = port
+            if replica == 0:
+                self.router_port = port
+        url = self.replica_url(replica)
+        name = self.router_name(replica)
         argv = [
             sys.executable, "-m", "kubesoar", "router",
             "--kubeconfig", str(self.kubeconfig),
             *self._scope_args(),
-            "--listen", f"127.0.0.1:{self.router_port}",
+            "--listen", f"127.0.0.1:{self.router_ports[replica]}",
             "--metrics-port", "0",
             "--status-interval", str(self.status_interval),
             "--caller-key-file", str(self._signing_key()),
+            *self.router_args,
         ]  # fmt: skip
         if self.database_url_file is not None:
             self.migrate()
             argv += [
                 "--database-url-file", str(self.database_url_file),
                 # Runtime pods of the local test bed are processes on loopback.
-                "--advertise-url", self.router_url,
+                "--advertise-url", url,
             ]  # fmt: skip
-        proc = _Process("router", argv, self.workdir / "router.log")
+        proc = _Process(name, argv, self.workdir / f"{name}.log")
         proc.start(self._env())
-        self._processes["router"] = proc
+        self._processes[name] = proc
         wait_for(
-            "the router to sync",
-            lambda: self._alive(proc, f"{self.router_url}/readyz"),
+            f"the {name} to sync",
+            lambda: self._alive(proc, f"{url}/readyz"),
             timeout=60,
         )
 
@@ -210,7 +253,8 @@ class KubesoarStack:
 
     def start(self) -> KubesoarStack:
         self.start_operator()
-        self.start_router()
+        for replica in range(self.router_replicas):
+            self.start_router(replica)
         return self
 
     def pids(self) -> dict[str, int]:
@@ -226,9 +270,22 @@ class KubesoarStack:
         for name in list(names or self._processes):
             self._processes[name].stop()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL process `name` ("operator", "router", "router-2", ...)."""
+        self._processes[name].kill()
+
     def restart(self, name: str) -> None:
         self.stop([name])
-        {"operator": self.start_operator, "router": self.start_router}[name]()
+        if name == "operator":
+            self.start_operator()
+        else:
+            self.start_router(self._replica(name))
+
+    def _replica(self, name: str) -> int:
+        for replica in range(self.router_replicas):
+            if self.router_name(replica) == name:
+                return replica
+        raise KeyError(f"no process {name!r}")
 
     def send_alert(
         self, namespace: str, source: str, alert: Any, *, token: str, hmac_key: str

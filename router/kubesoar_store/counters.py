@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from kubesoar_router.store.errors import unavailable
-from kubesoar_router.store.models import PlaybookCounters
+from kubesoar_store.errors import unavailable
+from kubesoar_store.models import PlaybookCounters
 
 COUNTERS = """
 SELECT c.*, e.error AS last_error, e.finished_at AS last_error_at

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kubesoar_router.store.ids import uuid7
+from kubesoar_store.ids import uuid7
 
 RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "dead")
 FINAL_STATUSES = ("succeeded", "failed", "dead")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 
-from kubesoar_router.store.errors import (
+from kubesoar_store.errors import (
     MigrationFailed,
     SchemaTooNew,
     SchemaTooOld,
@@ -65,7 +65,7 @@ class Migration:
 def load_migrations(folder: Path | None = None) -> list[Migration]:
     """The migrations in `folder` (default: the ones shipped with this package), in order."""
     if folder is None:
-        root = resources.files("kubesoar_router.store") / "migrations"
+        root = resources.files("kubesoar_store") / "migrations"
         files = [(entry.name, entry.read_text("utf-8")) for entry in root.iterdir()]
     else:
         files = [(path.name, path.read_text("utf-8")) for path in folder.iterdir()]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from kubesoar_router.store.errors import unavailable
+from kubesoar_store.errors import unavailable
 
 REMEMBER_REPLAY = """
 INSERT INTO replay_keys AS r (key, expires_at)

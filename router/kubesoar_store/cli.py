@@ -19,13 +19,13 @@ from pathlib import Path
 
 import asyncpg
 
-from kubesoar_router.store import migrate
-from kubesoar_router.store.errors import (
+from kubesoar_store import migrate
+from kubesoar_store.errors import (
     DatabaseUrlError,
     SchemaTooNew,
     StoreError,
 )
-from kubesoar_router.store.url import redact_url, resolve_url, scrub
+from kubesoar_store.url import redact_url, resolve_url, scrub
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from kubesoar_router.store.errors import unavailable
+from kubesoar_store.errors import unavailable
 
 DELETE_OLDER = """
 DELETE FROM alerts WHERE id = ANY(ARRAY(

@@ -24,10 +24,10 @@ from typing import Any
 
 import asyncpg
 
-from kubesoar_router.store import tokens
-from kubesoar_router.store.bounds import MAX_RESULT_BYTES, bounded_json, bounded_text
-from kubesoar_router.store.errors import NotLeased, unavailable
-from kubesoar_router.store.models import ClaimedRun, ExpiredLease, RunRecord
+from kubesoar_store import tokens
+from kubesoar_store.bounds import MAX_RESULT_BYTES, bounded_json, bounded_text
+from kubesoar_store.errors import NotLeased, unavailable
+from kubesoar_store.models import ClaimedRun, ExpiredLease, RunRecord
 
 CLAIM = """
 WITH picked AS (

@@ -13,7 +13,7 @@ pods never see the database. Modules by concern:
 - `errors`       the exception tree (StoreError and below)
 """
 
-from kubesoar_router.store.errors import (
+from kubesoar_store.errors import (
     DatabaseUrlError,
     InvalidSubmission,
     MigrationFailed,
@@ -25,8 +25,8 @@ from kubesoar_router.store.errors import (
     StoreOverloaded,
     StoreUnavailable,
 )
-from kubesoar_router.store.groupcommit import GroupCommitter
-from kubesoar_router.store.models import (
+from kubesoar_store.groupcommit import GroupCommitter
+from kubesoar_store.models import (
     Accepted,
     ClaimedRun,
     ExpiredLease,

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from kubesoar_router.store.errors import DatabaseUrlError
+from kubesoar_store.errors import DatabaseUrlError
 
 ENV_URL = "KUBESOAR_DATABASE_URL"
 ENV_URL_FILE = "KUBESOAR_DATABASE_URL_FILE"

@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from kubesoar_router.store import tokens
-from kubesoar_router.store.bounds import MAX_JOURNAL_RESULT_BYTES, bounded_json
-from kubesoar_router.store.errors import NotLeased, unavailable
+from kubesoar_store import tokens
+from kubesoar_store.bounds import MAX_JOURNAL_RESULT_BYTES, bounded_json
+from kubesoar_store.errors import NotLeased, unavailable
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import Any
 
 import asyncpg
 
-from kubesoar_router.store.errors import (
+from kubesoar_store.errors import (
     InvalidSubmission,
     StoreError,
     StoreOverloaded,
@@ -46,7 +46,7 @@ from kubesoar_router.store.errors import (
     is_bad_data,
     unavailable,
 )
-from kubesoar_router.store.models import Accepted, NewAlert, NewRun
+from kubesoar_store.models import Accepted, NewAlert, NewRun
 
 logger = logging.getLogger("kubesoar.store.groupcommit")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from kubesoar_router.store.errors import StoreUnavailable, unavailable
-from kubesoar_router.store.url import redact_url, scrub
+from kubesoar_store.errors import StoreUnavailable, unavailable
+from kubesoar_store.url import redact_url, scrub
 
 
 async def create_pool(
