@@ -23,6 +23,7 @@ import httpx
 import kopf
 import prometheus_client
 from kubernetes.config import ConfigException
+from kubesoar_store.url import resolve_url
 
 from kubesoar_operator import (
     alertsources,
@@ -36,6 +37,7 @@ from kubesoar_operator.artifacts import ArtifactStore
 from kubesoar_operator.gitsource import GitClient
 from kubesoar_operator.kube import Kube, make_api_client
 from kubesoar_operator.reconcile import Reconciler, Settings
+from kubesoar_operator.runcounts import RunCounts
 from kubesoar_operator.signing import DEFAULT_TTL_SECONDS, Signer
 
 log = logging.getLogger("kubesoar_operator")
@@ -102,6 +104,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=DEFAULT_TTL_SECONDS,
         help=f"how long a signed artifact URL stays valid (default {DEFAULT_TTL_SECONDS})",
     )
+    parser.add_argument(
+        "--database-url-file",
+        type=Path,
+        help="the system of record's postgresql:// URL (a mounted Secret): status.runs then "
+        "counts every run on record, not what the pods remember",
+    )
     parser.add_argument("--peering", action="store_true", help="use kopf peering (HA standby)")
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
     return parser.parse_args(list(argv))
@@ -139,6 +147,8 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     with httpx.Client(trust_env=False) as http:
         reconciler = Reconciler(kube, GitClient(state_dir / "git"), store, signer, settings, http)
+        if args.database_url_file is not None:
+            reconciler.run_counts = RunCounts(resolve_url(url_file=args.database_url_file))
         registry = handlers.register(
             reconciler, status_interval=args.status_interval, kubeconfig=args.kubeconfig
         )
@@ -157,6 +167,8 @@ async def run(args: argparse.Namespace) -> None:
             stop.set()
             await refreshing
             await runner.cleanup()
+            if reconciler.run_counts is not None:
+                reconciler.run_counts.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from kubesoar_operator.artifacts import ArtifactStore
 from kubesoar_operator.gitsource import GitClient
 from kubesoar_operator.kube import Kube, NotFound
 from kubesoar_operator.report import PodState
+from kubesoar_operator.runcounts import RunCounts
 from kubesoar_operator.sanitize import clean_url
 from kubesoar_operator.signing import DEFAULT_TTL_SECONDS, Signer
 from kubesoar_operator.spec import InvalidSpec, PlaybookSpec, parse_spec
@@ -108,6 +109,8 @@ class Reconciler:
     ) -> None:
         self.kube, self.git, self.store, self.signer = kube, git, store, signer
         self.settings, self.http = settings, http
+        # With the system of record, status.runs comes from it (runcounts.py).
+        self.run_counts: RunCounts | None = None
         self._states: dict[tuple[str, str], _State] = {}
         self._guard = threading.Lock()
 
@@ -317,6 +320,10 @@ class Reconciler:
         token = self.signer.caller_token(namespace, name)
         reports = report.collect(self.http, pods, render.RUNTIME_PORT, token)
         obs.summary = report.aggregate(reports, obs.rollout.commit)
+        if self.run_counts is not None:
+            recorded = self.run_counts.status_runs(namespace, name)
+            if recorded is not None:  # else (database unreachable) the pods' counters
+                obs.summary.runs = recorded
 
     def _publish(
         self, namespace: str, name: str, obs: Observation, previous: Mapping[str, Any]

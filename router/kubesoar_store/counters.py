@@ -21,7 +21,8 @@ FROM (
            count(*) FILTER (WHERE status = 'failed') AS failed,
            count(*) FILTER (WHERE status = 'dead') AS dead,
            count(*) FILTER (WHERE status = 'queued') AS queued,
-           count(*) FILTER (WHERE status = 'running') AS running
+           count(*) FILTER (WHERE status = 'running') AS running,
+           max(finished_at) AS last_run_at
     FROM runs
     WHERE $1::text[] IS NULL OR namespace = ANY($1::text[])
     GROUP BY namespace, playbook

@@ -109,3 +109,4 @@ class PlaybookCounters:
     running: int
     last_error: str | None
     last_error_at: datetime | None
+    last_run_at: datetime | None = None

@@ -23,7 +23,7 @@ from kubesoar_router.kubeapi import KubeApi
 def account_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "serviceaccount"
     folder.mkdir()
-    (folder / "token").write_text("pod-bound-token\n")
+    (folder / "token").write_text("pod-bound-token")  # as the kubelet writes it
     shutil.copy(certifi.where(), folder / "ca.crt")  # any PEM bundle will do
     (folder / "namespace").write_text("kubesoar-system")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
@@ -46,7 +46,8 @@ def test_operator_reads_the_named_folder(account_dir: Path):
 def test_router_reads_the_named_folder(account_dir: Path):
     api = KubeApi.from_config(None)
     assert api._host == "https://127.0.0.1:6443"
-    assert api._headers["Authorization"] == "Bearer pod-bound-token"
+    scheme, token = api._headers["Authorization"].split(" ")
+    assert (scheme.lower(), token) == ("bearer", "pod-bound-token")
 
 
 def test_without_a_token_in_the_folder_the_router_says_so(account_dir: Path):

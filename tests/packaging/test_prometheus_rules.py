@@ -151,3 +151,10 @@ def test_chart_rules_are_the_documented_ones(chart_rules):
             assert _normal(chart_rules[name]["expr"]) == _normal(rule["expr"]), name
         assert chart_rules[name].get("for") == rule.get("for"), name
         assert chart_rules[name].get("annotations") == rule.get("annotations"), name
+
+
+def test_the_service_monitor_keeps_target_labels(chart):
+    objects = chart({"serviceMonitor": {"enabled": True}})
+    (endpoint,) = one(objects, "ServiceMonitor")["spec"]["endpoints"]
+    # The targets' namespace/job/instance win; the metrics' tenant label never collides.
+    assert endpoint["honorLabels"] is False

@@ -191,6 +191,8 @@ class KubesoarStack:
             "--status-interval", str(self.status_interval),
             "--signing-key-file", str(self._signing_key()),
         ]  # fmt: skip
+        if self.database_url_file is not None:
+            argv += ["--database-url-file", str(self.database_url_file)]  # status.runs
         if os.environ.get("KUBESOAR_OPERATOR_VERBOSE"):
             argv.append("--verbose")  # kopf's debug lines, to follow a handler's life
         proc = _Process("operator", argv, self.workdir / "operator.log")
@@ -252,6 +254,8 @@ class KubesoarStack:
         return httpx.get(url, timeout=2).status_code == 200
 
     def start(self) -> KubesoarStack:
+        if self.database_url_file is not None:
+            self.migrate()  # before the operator reads counters from it
         self.start_operator()
         for replica in range(self.router_replicas):
             self.start_router(replica)

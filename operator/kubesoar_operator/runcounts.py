@@ -1,0 +1,98 @@
+"""Playbook run counters from the system of record, for `status.runs`.
+
+With a database the counters are what PostgreSQL holds for each Playbook (every run
+any pod ran, kept by retention), not what the pods still running happen to remember.
+One query reads every Playbook's counters (`kubesoar_store.counters`), at most once per
+`max_age` seconds however many Playbooks refresh; reconciles run on kopf's worker
+threads, so the asyncio pool lives on a loop of its own in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from kubesoar_store import PlaybookCounters, StoreError
+from kubesoar_store.counters import playbook_counters
+from kubesoar_store.pool import create_pool
+
+log = logging.getLogger("kubesoar_operator.runcounts")
+
+QUERY_TIMEOUT_SECONDS = 10.0
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment is not None else None
+
+
+def as_status(counters: PlaybookCounters | None) -> dict[str, Any]:
+    """`status.runs` from a Playbook's counters (zeros when it has no run on record)."""
+    if counters is None:
+        return {"total": 0, "succeeded": 0, "failed": 0, "dead": 0, "queued": 0, "running": 0}
+    runs: dict[str, Any] = {
+        "total": counters.total,
+        "succeeded": counters.succeeded,
+        "failed": counters.failed,
+        "dead": counters.dead,
+        "queued": counters.queued,
+        "running": counters.running,
+    }
+    if counters.last_run_at is not None:
+        runs["lastRunTime"] = _rfc3339(counters.last_run_at)
+    if counters.last_error:
+        runs["lastError"] = counters.last_error[:1024]
+        runs["lastErrorTime"] = _rfc3339(counters.last_error_at)
+    return runs
+
+
+class RunCounts:
+    def __init__(self, database_url: str, *, max_age: float = 5.0) -> None:
+        self._url = database_url
+        self._max_age = max_age
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="kubesoar-runcounts", daemon=True
+        )
+        self._thread.start()
+        self._pool: asyncpg.Pool | None = None
+        self._lock = threading.Lock()
+        self._counters: dict[tuple[str, str], PlaybookCounters] = {}
+        self._fetched_at = float("-inf")
+
+    def status_runs(self, namespace: str, playbook: str) -> dict[str, Any] | None:
+        """The Playbook's `status.runs`, or None when the database cannot be read now
+        (the caller keeps what the status had)."""
+        with self._lock:
+            if time.monotonic() - self._fetched_at > self._max_age:
+                future = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
+                try:
+                    self._counters = future.result(QUERY_TIMEOUT_SECONDS)
+                except (StoreError, FutureTimeout) as exc:
+                    future.cancel()
+                    log.warning("run counters unavailable: %s", exc)
+                    return None
+                self._fetched_at = time.monotonic()
+            return as_status(self._counters.get((namespace, playbook)))
+
+    async def _read(self) -> dict[tuple[str, str], PlaybookCounters]:
+        if self._pool is None:
+            self._pool = await create_pool(
+                self._url, min_size=1, max_size=2, application_name="kubesoar-operator"
+            )
+        rows = await playbook_counters(self._pool)
+        return {(row.namespace, row.playbook): row for row in rows}
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            if self._pool is not None:
+                await self._pool.close()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(QUERY_TIMEOUT_SECONDS)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(QUERY_TIMEOUT_SECONDS)
