@@ -132,7 +132,7 @@ async def tally(url: str, load_ended: datetime) -> dict[str, Any]:
         await conn.close()
     latency = row["latency"] or [0.0, 0.0]
     return {
-        "statuses": statuses,
+        "run_statuses": statuses,
         "finished": sum(statuses.get(s, 0) for s in FINAL),
         "finished_during_load": row["during_load"],
         "span_s": float(row["span"] or 0.0),

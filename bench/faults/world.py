@@ -40,9 +40,12 @@ from support.stack import (  # noqa: E402
     apply_crds,
     condition,
     delete_namespace,
+    free_port,
     kubectl_json,
     wait_for,
 )
+
+__all__ = ["INGEST_TOKEN", "FaultWorld", "WorldSettings", "free_port", "wait_for"]
 
 PLAYBOOK = "triage"
 SOURCE = "siem"

@@ -83,7 +83,7 @@ class RunCounts:
     async def _read(self) -> dict[tuple[str, str], PlaybookCounters]:
         if self._pool is None:
             self._pool = await create_pool(
-                self._url, min_size=1, max_size=2, application_name="kubesoar-operator"
+                self._url, min_size=1, max_size=2, application_name="kubesoar-operator-runcounts"
             )
         rows = await playbook_counters(self._pool)
         return {(row.namespace, row.playbook): row for row in rows}

@@ -27,7 +27,11 @@ DOC = (ROOT / "docs" / "CONTRACTS.md").read_text()
 MODELS: list[type[BaseModel]] = [
     http.ErrorBody,
     http.RunRequest,
+    http.ReportTo,
+    http.JournalEntry,
     http.RunAccepted,
+    http.RunResult,
+    http.LeaseAnswer,
     http.RunRecord,
     http.Report,
     http.EntryPointInfo,
