@@ -26,6 +26,7 @@ With --kubeconfig it targets that cluster instead: it installs the Helm chart (i
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import json
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,6 @@ from support.stack import (  # noqa: E402
     apply_crds,
     condition,
     delete_namespace,
-    find_run,
     wait_for,
 )
 
@@ -239,6 +240,29 @@ def send_alert_again(cluster: LocalCluster) -> int:
     return 0 if answer.status_code == 202 else 1
 
 
+async def read_run(database_url: str, run_id: str) -> dict[str, Any] | None:
+    """A run's record as the system of record keeps it (what `kubectl get run` will show)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        row = await conn.fetchrow(
+            "SELECT id, namespace, playbook, status, attempt, created_at, finished_at,"
+            " error, result FROM runs WHERE id = $1",
+            uuid.UUID(run_id),
+        )
+    finally:
+        await conn.close()
+    if row is None:
+        return None
+    record = dict(row)
+    record["id"] = str(record["id"])
+    for stamp in ("created_at", "finished_at"):
+        record[stamp] = record[stamp].isoformat() if record[stamp] else None
+    record["result"] = json.loads(record["result"]) if record["result"] else None
+    return record
+
+
 def run_local(args: argparse.Namespace) -> int:
     cluster = LocalCluster()
     with contextlib.ExitStack() as cleanup:
@@ -277,7 +301,15 @@ def run_local(args: argparse.Namespace) -> int:
         print(f"    {git['url']} @ {git['head'][:12]}")
 
         say("Starting the operator and the router")
-        stack = KubesoarStack(kubeconfig=kubeconfig, namespaces=[NAMESPACE], workdir=work)
+        say("The system of record: PostgreSQL on loopback, migrated (kubesoar db migrate)")
+        database_url_file = cluster.postgres.database_url_file
+        print(f"    database URL in {database_url_file}")
+        stack = KubesoarStack(
+            kubeconfig=kubeconfig,
+            namespaces=[NAMESPACE],
+            workdir=work,
+            database_url_file=database_url_file,
+        )
         cleanup.callback(stack.stop)
         stack.start()
         # Registered after the stack, so it runs before the operator stops (LIFO):
@@ -318,13 +350,13 @@ def run_local(args: argparse.Namespace) -> int:
             print(stack.logs()[-4000:], file=sys.stderr)
             return 1
 
-        say("The run's result, from the runtime pod")
+        say("The run's record, read back from PostgreSQL (committed before the 202)")
         run_id = answer.json()["deliveries"][0]["runId"]
+        database_url = database_url_file.read_text().strip()
 
         def finished() -> dict[str, Any] | None:
-            caller = stack.caller_token(NAMESPACE, "triage")
-            run = find_run(kubectl, NAMESPACE, "triage", run_id, token=caller)
-            return run if run and run.get("status") not in ("queued", "running") else None
+            run = asyncio.run(read_run(database_url, run_id))
+            return run if run and run["status"] not in ("queued", "running") else None
 
         result = wait_for("the run to finish", finished, timeout=60)
         print("    " + json.dumps(result, indent=2).replace("\n", "\n    "))
