@@ -48,6 +48,7 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
+import experiments  # noqa: E402
 import speedups  # noqa: E402
 import stack  # noqa: E402
 
@@ -260,7 +261,14 @@ def print_floor(r: dict[str, Any]) -> None:
 
 
 # --- modes -------------------------------------------------------------------------
-LOADS = (("closed", 16), ("closed", 64), ("open", 1500))
+LOADS = ("closed:16", "closed:64", "open:1500")
+
+
+def parse_load(text: str) -> tuple[str, int]:
+    mode, _, value = text.partition(":")
+    if mode not in ("closed", "open") or not value.isdigit():
+        raise argparse.ArgumentTypeError(f"a load is closed:CONNECTIONS or open:RATE, not {text}")
+    return mode, int(value)
 
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -281,10 +289,15 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     result = run_floor(url_file, connections, args.floor_alerts)
                     results["floor"][f"closed {connections}"] = result
                     print_floor(result)
-            servers = stack.start(url, speedups=speedups_of(args))
+            servers = stack.start(
+                url, speedups=speedups_of(args), experiments=tuple(args.experiment)
+            )
+            print(
+                f"speed-ups: {', '.join(speedups_of(args)) or 'none'}; "
+                f"experiments: {', '.join(args.experiment) or 'none'}"
+            )
             try:
-                for mode, value in LOADS:
-                    value = args.open_rate if mode == "open" else value
+                for mode, value in args.loads:
                     label = f"closed {value}" if mode == "closed" else f"open {value}/s"
                     result = measure(servers, url, postmaster, mode, value, args.seconds)
                     results["durable"][label] = result
@@ -318,7 +331,12 @@ def run_profile(args: argparse.Namespace) -> None:
             url = server.database_url
             asyncio.run(prepare(url))
             postmaster = asyncio.run(floor.postmaster_pid(url))
-            servers = stack.start(url, speedups=speedups_of(args), profile_dir=out_dir)
+            servers = stack.start(
+                url,
+                speedups=speedups_of(args),
+                experiments=tuple(args.experiment),
+                profile_dir=out_dir,
+            )
             try:
                 result = measure(servers, url, postmaster, "closed", 16, args.seconds)
                 print_durable("under the profiler", result)
@@ -386,7 +404,7 @@ def run_slice(args: argparse.Namespace) -> dict[str, Any]:
     """A bounded pass through the bench's processes on an existing, migrated database:
     every accepted alert must end with one final run; none missing, none extra."""
     url = args.database_url_file.read_text().strip()
-    servers = stack.start(url, speedups=speedups_of(args))
+    servers = stack.start(url, speedups=speedups_of(args), experiments=tuple(args.experiment))
     try:
         sent = asyncio.run(send_and_collect(servers.ingest_url, args.alerts, 16))
         drain = asyncio.run(wait_final(url, 120))
@@ -417,13 +435,19 @@ def main() -> None:
     parser.add_argument("what", choices=["all", "profile", "slice"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each load")
-    parser.add_argument("--open-rate", type=int, default=1500, help="open loop, alerts/s")
+    parser.add_argument(
+        "--loads",
+        type=lambda text: [parse_load(part) for part in text.split(",")],
+        default=[parse_load(load) for load in LOADS],
+        help=f"comma-separated, default {','.join(LOADS)}",
+    )
     parser.add_argument("--floor-alerts", type=int, default=20_000)
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--alerts", type=int, default=200, help="slice: alerts to send")
     parser.add_argument("--database-url-file", type=Path, help="slice: a migrated database")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     speedups.add_flags(parser)
+    experiments.add_flag(parser)
     args = parser.parse_args()
     if args.what == "all":
         results = run_all(args)

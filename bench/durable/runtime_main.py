@@ -1,7 +1,7 @@
 """The durable bench's runtime process: `python -m kubesoar runtime` with the bench's
-optional speed-ups (speedups.py) switched on first.
+optional speed-ups (speedups.py) and experiments (experiments.py) switched on first.
 
-    python bench/durable/runtime_main.py [--uvloop] [--orjson]   # settings from KUBESOAR_*
+    python bench/durable/runtime_main.py [--uvloop] [--orjson] [--experiment NAME]
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import experiments
 import speedups
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     speedups.add_flags(parser)
+    experiments.add_flag(parser)
     args = parser.parse_args()
     speedups.apply(args.uvloop, args.orjson)
+    experiments.apply(args.experiment, experiments.RUNTIME)
     from kubesoar._cli import main as kubesoar_main
 
     return kubesoar_main(["runtime"])

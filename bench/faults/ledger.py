@@ -110,8 +110,8 @@ def repeated_after_journal(attempts: list[int], journaled_by: int | None) -> boo
     return any(a < journaled_by for a in attempts[first_journaled + 1 :])
 
 
-async def _wait_quiet(conn: asyncpg.Connection, ids: list[uuid.UUID], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
+async def _wait_quiet(conn: asyncpg.Connection, ids: list[uuid.UUID], within: float) -> bool:
+    deadline = time.monotonic() + within
     while True:
         progress = await conn.fetchrow(PROGRESS, ids)
         if progress["done"] == progress["runs"] >= len(ids):

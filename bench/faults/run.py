@@ -22,8 +22,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench.faults` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench.faults.scenarios import SCENARIOS, Outcome, run_scenario  # noqa: E402
-from bench.faults.world import FaultWorld, WorldSettings  # noqa: E402
+from bench.faults.scenarios import SCENARIOS, Outcome, run_scenario
+from bench.faults.world import FaultWorld, WorldSettings
 
 HERE = Path(__file__).resolve().parent
 COLUMNS = (

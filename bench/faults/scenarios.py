@@ -107,16 +107,42 @@ def git_commit_rollout(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
 
 
 def router_sigkill(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
-    """SIGKILL router replica 2; its replacement starts on a new address, as a
-    replacement pod gets a new IP, and the sender learns it (the Service's endpoints)."""
+    """SIGKILL router replica 2 while both replicas hold leases of runs mid-run; its
+    replacement starts on a new address, as a replacement pod gets a new IP, and the
+    sender learns it (the Service's endpoints)."""
     _at(sender, sender.seconds / 3)
+    held = asyncio.run(_leases_by_owner(world, within=sender.seconds))
     world.stack.kill("router-2")
-    notes = [f"{_t(sender)} SIGKILL router-2 ({world.stack.replica_url(1)})"]
+    notes = [
+        f"{_t(sender)} SIGKILL router-2 ({world.stack.replica_url(1)}) while the replicas "
+        f"held {sorted(held.values())} journaled runs mid-run"
+    ]
     time.sleep(min(3.0, sender.seconds / 5))
     world.stack.start_router(1, port=free_port())
     sender.set_urls(world.stack.router_urls)
     notes.append(f"{_t(sender)} router-2 replaced at {world.stack.replica_url(1)} and ready")
     return notes
+
+
+async def _leases_by_owner(world: FaultWorld, within: float) -> dict[str, int]:
+    """Wait until runs mid-run (action journaled, still running) are leased by two
+    dispatchers, i.e. by both replicas; returns their count per lease owner."""
+    conn = await asyncpg.connect(world.database_url(), timeout=10)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            rows = await conn.fetch(
+                "SELECT r.lease_owner, count(*) AS held FROM runs r"
+                " JOIN action_journal j ON j.run_id = r.id"
+                " WHERE r.status = 'running' AND r.namespace = $1 GROUP BY r.lease_owner",
+                world.namespace,
+            )
+            if len(rows) >= world.settings.routers:
+                return {row["lease_owner"]: row["held"] for row in rows}
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    raise TimeoutError("the router replicas never both held runs mid-run")
 
 
 def postgres_restart(world: FaultWorld, sender: OpenLoopSender) -> list[str]:

@@ -93,6 +93,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="a run whose pod neither heartbeats nor reports for this long is redelivered",
     )
     database.add_argument(
+        "--database-wait-seconds",
+        type=float,
+        default=300.0,
+        help="how long to wait at start for the database to be reachable and migrated",
+    )
+    database.add_argument(
         "--retention-days",
         type=float,
         default=Retention.retention_days,
@@ -178,6 +184,7 @@ async def _serve(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> 
                     retention_days=args.retention_days,
                     max_alerts_per_namespace=args.max_alerts_per_namespace,
                 ),
+                wait_seconds=args.database_wait_seconds,
             )
         )
         logger.info("system of record connected: alerts are committed before 202")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from kubesoar_store import (
     GroupCommitter,
     NewAlert,
     NewRun,
+    StoreError,
     StoreOverloaded,
     StoreUnavailable,
     keys,
@@ -71,14 +73,16 @@ async def open_durable(
     policy: DispatchPolicy | None = None,
     max_queued_per_playbook: int = DEFAULT_MAX_QUEUED_PER_PLAYBOOK,
     retention: housekeeping.Retention | None = None,
+    wait_seconds: float = 0.0,
 ) -> AsyncIterator[Durable]:
     """Connect, check the schema is migrated, start the committer and the dispatcher;
-    on exit stop them in the reverse order (nothing accepted is left uncommitted)."""
-    pool = await create_pool(database_url, application_name="kubesoar-router")
+    on exit stop them in the reverse order (nothing accepted is left uncommitted).
+
+    `wait_seconds`: how long to keep trying while the database is unreachable or not
+    migrated yet (a router started with its database, before the migration Job ran)."""
+    pool = await _connect_migrated(database_url, wait_seconds)
     session = delivery.make_session()
     try:
-        async with pool.acquire() as conn:
-            await require_schema(conn)
         async with GroupCommitter(pool) as committer:
             dispatcher = Dispatcher(
                 pool,
@@ -106,6 +110,29 @@ async def open_durable(
     finally:
         await session.close()
         await pool.close()
+
+
+async def _connect_migrated(database_url: str, wait_seconds: float) -> asyncpg.Pool:
+    deadline = time.monotonic() + wait_seconds
+    pause = 1.0
+    while True:
+        try:
+            pool = await create_pool(database_url, application_name="kubesoar-router")
+        except StoreError as exc:
+            problem: StoreError = exc
+        else:
+            try:
+                async with pool.acquire() as conn:
+                    await require_schema(conn)
+                return pool
+            except StoreError as exc:
+                problem = exc
+                await pool.close()
+        if time.monotonic() + pause > deadline:
+            raise problem
+        logger.warning("waiting for the system of record: %s", problem)
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 15.0)
 
 
 def alert_uuid(alert_id: str) -> uuid.UUID:

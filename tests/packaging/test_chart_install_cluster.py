@@ -21,6 +21,7 @@ that every alert the router accepted was run. Then:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import subprocess
@@ -32,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import yaml
@@ -49,6 +51,7 @@ KUBESOAR_CRDS = {"playbooks.kubesoar.dev", "alertsources.kubesoar.dev"}
 PLAYBOOK_MODULE = """\
 import os
 
+import asyncpg
 import httpx
 from kubesoar import Alert, playbook
 
@@ -177,6 +180,22 @@ def post_alert(release: Release, tenant: str, alert: dict[str, Any]) -> dict[str
         # Not synced yet or shutting down: the router says so, a sender retries.
         assert answer.status_code in (404, 429, 503), answer.text
     return None
+
+
+def stored_status(database_url: str, run_ids: list[str]) -> dict[str, str]:
+    """The status of each run the database holds, by run id."""
+
+    async def read() -> dict[str, str]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT id::text, status FROM runs WHERE id = ANY($1::uuid[])", run_ids
+            )
+        finally:
+            await conn.close()
+        return {row["id"]: row["status"] for row in rows}
+
+    return asyncio.run(read())
 
 
 def high_alert(title: str) -> dict[str, Any]:
@@ -309,12 +328,22 @@ def leftovers(release: Release, namespaces: list[str]) -> list[str]:
 
 
 def test_chart_installs_runs_a_playbook_upgrades_and_uninstalls(
-    helm_bin, kubectl, local_cluster, make_namespace, release_name, git, sink
+    helm_bin, kubectl, local_cluster, make_namespace, release_name, git, sink, empty_database_url
 ):
     system = make_namespace("kubesoar-system", labels=RESTRICTED)
     tenant = make_namespace("tenant", labels=RESTRICTED)
     release = Release(helm_bin, kubectl, local_cluster, release_name, system)
-    values = {"rbac": {"scope": "namespaced", "tenantNamespaces": [tenant]}}
+    # The system of record: an empty database the chart's hook Job migrates; its URL in a
+    # Secret, as a CloudNativePG `-app` Secret or a managed service's would be.
+    kubectl.apply(
+        [{"apiVersion": "v1", "kind": "Secret",
+          "metadata": {"name": "kubesoar-database", "namespace": system},
+          "stringData": {"uri": empty_database_url}}]
+    )  # fmt: skip
+    values = {
+        "rbac": {"scope": "namespaced", "tenantNamespaces": [tenant]},
+        "database": {"existingSecret": "kubesoar-database", "urlKey": "uri"},
+    }
     git.create_repo("playbooks", {"triage.py": PLAYBOOK_MODULE})
     kubectl.apply(tenant_access(tenant))
     as_tenant = f"--as={TENANT_USER}"
@@ -357,12 +386,21 @@ def test_chart_installs_runs_a_playbook_upgrades_and_uninstalls(
         run = wait_for("the run to finish", finished, timeout=60, logs=release.logs)
         assert run["status"] == "succeeded", run
         assert receipt["alertId"] in sink.ids
+        # The record is in the database, written by the pod's report through the router.
+        recorded = wait_for(
+            "the run's record in the database",
+            lambda: stored_status(empty_database_url, [run_id]) == {run_id: "succeeded"},
+            timeout=60,
+            logs=release.logs,
+        )
+        assert recorded
 
         # -- upgrade with a changed value: both Deployments roll while alerts keep coming.
         before = {
             c: {p["metadata"]["name"] for p in release.pods(c)} for c in ("operator", "router")
         }
         accepted: list[str] = []
+        receipts: list[list[dict[str, Any]]] = []
         stop = threading.Event()
 
         def sender() -> None:
@@ -372,6 +410,7 @@ def test_chart_installs_runs_a_playbook_upgrades_and_uninstalls(
                     taken = post_alert(release, tenant, alert)
                     if taken is not None:
                         accepted.append(taken["alertId"])
+                        receipts.append(taken["deliveries"])
                         break
                     time.sleep(0.25)
                 time.sleep(0.1)
@@ -413,6 +452,11 @@ def test_chart_installs_runs_a_playbook_upgrades_and_uninstalls(
             logs=lambda: f"missing {len(expected - sink.ids)} of {len(expected)}",
         )
         assert accepted, "no alert was accepted while the chart rolled"
+        # Every accepted alert has its run on record, finished (none missing, none stuck).
+        run_ids = [d["runId"] for deliveries in receipts for d in deliveries]
+        statuses = stored_status(empty_database_url, run_ids)
+        assert len(statuses) == len(run_ids)
+        assert set(statuses.values()) == {"succeeded"}, statuses
         assert_runs_as_its_own_service_account(release, "router")
 
         # -- uninstall: nothing of the release is left but the CRDs.

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from kubesoar_router.app import create_ingest_app
 from kubesoar_router.dispatcher import DispatchPolicy
 from kubesoar_router.durable import open_durable
@@ -232,3 +233,34 @@ async def test_a_runtime_that_refuses_the_request_for_good_fails_the_run(
         row = await stored_run(database_url, run_id, until={"failed", "dead"})
     assert row["status"] == "failed"
     assert "unknown_playbooks" in row["error"]
+
+
+async def test_a_router_started_before_the_migration_waits_for_it(empty_database_url):
+    from kubesoar_router.snapshot import Snapshot
+    from kubesoar_store import SchemaTooOld
+    from kubesoar_store.migrate import migrate
+
+    with pytest.raises(SchemaTooOld, match="kubesoar db migrate"):
+        async with open_durable(
+            empty_database_url, Snapshot(), report_url="http://x.invalid", caller_key=None
+        ):
+            pass
+
+    async def migrate_soon() -> None:
+        await asyncio.sleep(1.5)
+        conn = await asyncpg.connect(empty_database_url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    migration = asyncio.create_task(migrate_soon())
+    async with open_durable(
+        empty_database_url,
+        Snapshot(),
+        report_url="http://x.invalid",
+        caller_key=None,
+        wait_seconds=30,
+    ) as durable:
+        assert migration.done()  # it returned only once the schema was there
+        assert await durable.pool.fetchval("SELECT count(*) FROM runs") == 0

@@ -163,3 +163,31 @@ app.kubernetes.io/name: kubesoar
 app.kubernetes.io/component: runtime
 app.kubernetes.io/managed-by: kubesoar-operator
 {{- end }}
+
+{{/*
+The Secret holding the system of record's URL (key "url" unless database.urlKey says
+otherwise): database.existingSecret, or the evaluation PostgreSQL's generated one.
+Empty when the release runs without a database.
+*/}}
+{{- define "kubesoar.databaseSecret" -}}
+{{- if .Values.database.existingSecret -}}
+{{ .Values.database.existingSecret }}
+{{- else if .Values.database.postgresql.enabled -}}
+{{ include "kubesoar.componentName" (list . "postgresql") }}
+{{- end -}}
+{{- end }}
+
+{{- define "kubesoar.databaseUrlKey" -}}
+{{- if .Values.database.existingSecret -}}{{ .Values.database.urlKey }}{{- else -}}url{{- end -}}
+{{- end }}
+
+{{/* The database URL file's volume, for the router, operator and migration pods. */}}
+{{- define "kubesoar.databaseVolume" -}}
+- name: database
+  secret:
+    secretName: {{ include "kubesoar.databaseSecret" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ include "kubesoar.databaseUrlKey" . }}
+        path: url
+{{- end }}

@@ -51,3 +51,24 @@ Runtime pods of every served namespace: all namespaces, or the tenants.
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end }}
+
+{{/*
+Egress to the system of record (router, operator, migration Job): the evaluation
+PostgreSQL's pods, or database.cidrs (any address when empty) on database.port.
+*/}}
+{{- define "kubesoar.databaseEgress" -}}
+{{- if include "kubesoar.databaseSecret" . }}
+# The system of record.
+{{- if and .Values.database.postgresql.enabled (not .Values.database.existingSecret) }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "kubesoar.componentSelectorLabels" (list . "postgresql") | nindent 10 }}
+  ports:
+    - protocol: TCP
+      port: 5432
+{{- else }}
+{{- include "kubesoar.egressTo" (list (dict "cidrs" .Values.database.cidrs "ports" (list .Values.database.port))) }}
+{{- end }}
+{{- end }}
+{{- end }}
