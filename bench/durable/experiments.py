@@ -12,6 +12,9 @@ each models (and the change proposed in bench/README.md):
   result reports inside httpcore's pool (100 connections, 20 kept alive): the pool's
   request/connection matching is O(requests x connections) per event
   (encode/httpcore#1035), and a report that waits 5 s in it fails with PoolTimeout.
+- reports-aiohttp (runtime): the run reports go through one aiohttp session (at most
+  REPORTS_IN_FLIGHT connections, kept alive) instead of httpx; the runtime already
+  serves with aiohttp. Same retries and answers as RunReports._post.
 - httpx-quiet (runtime): httpx's INFO line per request ("HTTP Request: POST ...") off.
 - pool-no-reset (router): the asyncpg pool skips its reset query (advisory unlock,
   CLOSE ALL, UNLISTEN, RESET ALL) on every release; the store never changes session state.
@@ -32,7 +35,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
-RUNTIME = ("reports-bounded", "httpx-quiet")
+RUNTIME = ("reports-bounded", "reports-aiohttp", "httpx-quiet")
 ROUTER = ("pool-no-reset", "journal-on-redelivery", "batched-results")
 NAMES = RUNTIME + ROUTER
 REPORTS_IN_FLIGHT = 32
@@ -83,6 +86,67 @@ def _reports_bounded() -> None:
 
     _reports.RunReports._http = bounded_http  # type: ignore[method-assign]
     _reports.RunReports._post = bounded_post  # type: ignore[method-assign]
+
+
+def _reports_aiohttp() -> None:
+    import json
+
+    import aiohttp
+    from kubesoar import _reports
+    from kubesoar.contracts import caller, http
+
+    sessions: dict[int, aiohttp.ClientSession] = {}
+
+    def session_of(reports: Any) -> aiohttp.ClientSession:
+        session = sessions.get(id(reports))
+        if session is None:
+            connector = aiohttp.TCPConnector(limit=REPORTS_IN_FLIGHT)
+            timeout = aiohttp.ClientTimeout(total=5.0, connect=2.0)
+            session = sessions[id(reports)] = aiohttp.ClientSession(
+                connector=connector, timeout=timeout
+            )
+        return session
+
+    async def post(
+        self: Any,
+        to: Any,
+        run_id: str,
+        what: str,
+        body: dict[str, Any],
+        *,
+        retries: int = len(_reports.RETRY_DELAYS),
+    ) -> bool:
+        url = to.url.rstrip("/") + http.run_callback_path(run_id, what)
+        headers = {
+            "Authorization": caller.authorization(to.token),
+            "Content-Type": "application/json",
+        }
+        data = json.dumps(body).encode()
+        problem = ""
+        for pause in (0.0, *_reports.RETRY_DELAYS[:retries]):
+            if pause:
+                await asyncio.sleep(pause)
+            try:
+                async with session_of(self).post(
+                    url, data=data, headers=headers, allow_redirects=False
+                ) as response:
+                    status = response.status
+                    await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = type(exc).__name__
+                continue
+            if status < 300:
+                return True
+            if status == 403:
+                _reports.log.warning("run %s: the router refused the %s report", run_id, what)
+                return False
+            problem = f"HTTP {status}"
+            if status < 500 and status != 429:
+                break
+        _reports.log.warning("run %s: %s report not delivered (%s)", run_id, what, problem)
+        return False
+
+    _reports.RunReports._post = post  # type: ignore[method-assign]
 
 
 def _httpx_quiet() -> None:
@@ -250,6 +314,7 @@ def _batched_results() -> None:
 
 _PATCHES: dict[str, Callable[[], None]] = {
     "reports-bounded": _reports_bounded,
+    "reports-aiohttp": _reports_aiohttp,
     "httpx-quiet": _httpx_quiet,
     "pool-no-reset": _pool_no_reset,
     "journal-on-redelivery": _journal_on_redelivery,
