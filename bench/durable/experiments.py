@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -89,8 +90,6 @@ def _reports_bounded() -> None:
 
 
 def _reports_aiohttp() -> None:
-    import json
-
     import aiohttp
     from kubesoar import _reports
     from kubesoar.contracts import caller, http

@@ -119,7 +119,7 @@ def main() -> None:
     speedups.add_flags(parser)
     experiments.add_flag(parser)
     args = parser.parse_args()
-    speedups.apply(args.uvloop, args.orjson)
+    speedups.apply(args.uvloop, args.orjson, speedups.ROUTER_JSON)
     experiments.apply(args.experiment, experiments.ROUTER)
     key = args.caller_key_file.read_bytes().strip()
     asyncio.run(serve(args.port, args.runtime_host, args.runtime_port, key))

@@ -21,7 +21,7 @@ def main() -> int:
     speedups.add_flags(parser)
     experiments.add_flag(parser)
     args = parser.parse_args()
-    speedups.apply(args.uvloop, args.orjson)
+    speedups.apply(args.uvloop, args.orjson, speedups.RUNTIME_JSON)
     experiments.apply(args.experiment, experiments.RUNTIME)
     from kubesoar._cli import main as kubesoar_main
 

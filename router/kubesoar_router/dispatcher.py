@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import asyncpg
 from kubesoar.contracts import caller, http
-from kubesoar_store import ClaimedRun, RunRecord, StoreError, dispatch, journal
+from kubesoar_store import ClaimedRun, RunRecord, StoreError, dispatch, journal, replicas
 from kubesoar_store.errors import unavailable
 from multidict import CIMultiDict
 from pydantic import ValidationError
@@ -67,6 +67,8 @@ class DispatchPolicy:
     idle_interval: float = 0.2
     """Pause between ticks that found nothing to do."""
     expire_every: float = 1.0
+    announce_every: float = 5.0
+    """How often this replica tells the others (through the database) where pods reach it."""
     connect_timeout: float = 1.0
     answer_timeout: float = 3.0
     max_endpoints: int = 3
@@ -94,6 +96,15 @@ class Dispatcher:
     """Queue depth per (namespace, Playbook) as of the last tick (ingest's 429 check)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _last_expiry: float = 0.0
+    _last_announce: float = float("-inf")
+    _peers: list[str] = field(default_factory=list)
+
+    async def leave(self) -> None:
+        """Stop being offered to pods as a report target (a clean shutdown)."""
+        try:
+            await replicas.forget(self.pool, self.owner)
+        except StoreError as exc:
+            logger.warning("could not deregister this router replica: %s", exc)
 
     def wake(self) -> None:
         """Ingest committed new runs: do not wait for the idle interval."""
@@ -118,6 +129,12 @@ class Dispatcher:
     async def tick(self) -> bool:
         """One round; True when it dispatched something (so the next round comes at once)."""
         now = self.clock()
+        if now - self._last_announce >= self.policy.announce_every:
+            self._last_announce = now
+            await replicas.announce(self.pool, self.owner, self.report_url)
+            self._peers = await replicas.live_peers(
+                self.pool, self.owner, within_seconds=3 * self.policy.announce_every
+            )
         if now - self._last_expiry >= self.policy.expire_every:
             self._last_expiry = now
             for expired in await dispatch.expire_leases(self.pool):
@@ -204,6 +221,7 @@ class Dispatcher:
             attempt=run.attempt,
             report=http.ReportTo(
                 url=self.report_url,
+                fallback_urls=self._peers,
                 token=run.token,
                 # Three heartbeats per lease: one lost request does not lose the run.
                 heartbeat_seconds=self.policy.lease_seconds / 3,

@@ -107,6 +107,7 @@ async def open_durable(
                 for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                await dispatcher.leave()
     finally:
         await session.close()
         await pool.close()

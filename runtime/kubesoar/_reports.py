@@ -83,24 +83,32 @@ class RunReports:
     ) -> bool:
         """True once the router took it; False when it refused (403: the lease is gone) or
         did not answer within the retries."""
-        url = to.url.rstrip("/") + http.run_callback_path(run_id, what)
+        path = http.run_callback_path(run_id, what)
+        # The dispatching replica first; when it does not answer (gone in a rolling
+        # upgrade, killed), any other live replica takes the report: they share the store.
+        urls = [base.rstrip("/") + path for base in (to.url, *to.fallback_urls)]
         headers = {"Authorization": caller.authorization(to.token)}
+        problem = "not tried"
         for pause in (0.0, *RETRY_DELAYS[:retries]):
             if pause:
                 await asyncio.sleep(pause)
-            try:
-                response = await self._http().post(url, json=body, headers=headers)
-            except httpx.HTTPError as exc:
-                problem = type(exc).__name__
-                continue
-            if response.status_code < 300:
-                return True
-            if response.status_code == 403:
-                # The lease is not ours any more (it ran out and the run went elsewhere).
-                log.warning("run %s: the router refused the %s report (lease lost)", run_id, what)
-                return False
-            problem = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
-                break  # a 4xx will not change on a retry
+            for url in urls:
+                try:
+                    response = await self._http().post(url, json=body, headers=headers)
+                except httpx.HTTPError as exc:
+                    problem = type(exc).__name__
+                    continue
+                if response.status_code < 300:
+                    return True
+                if response.status_code == 403:
+                    # The lease is not ours any more (it ran out, the run went elsewhere).
+                    log.warning(
+                        "run %s: the router refused the %s report (lease lost)", run_id, what
+                    )
+                    return False
+                problem = f"HTTP {response.status_code}"
+                if response.status_code < 500 and response.status_code != 429:
+                    log.warning("run %s: %s report refused (%s)", run_id, what, problem)
+                    return False  # a 4xx will not change on a retry
         log.warning("run %s: %s report not delivered (%s)", run_id, what, problem)
         return False

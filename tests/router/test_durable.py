@@ -264,3 +264,30 @@ async def test_a_router_started_before_the_migration_waits_for_it(empty_database
     ) as durable:
         assert migration.done()  # it returned only once the schema was there
         assert await durable.pool.fetchval("SELECT count(*) FROM runs") == 0
+
+
+SLOW_PLAYBOOK = """
+import asyncio
+from kubesoar import playbook, Alert
+
+@playbook(trigger="webhook", conditions={"severity": ["high", "critical"]}, order=10)
+async def triage(alert: Alert) -> dict:
+    await asyncio.sleep(3)  # long enough for its router replica to go away meanwhile
+    return {"title": alert.title}
+"""
+
+
+async def test_a_run_is_reported_to_another_replica_when_its_own_is_gone(
+    database_url, runtime_factory
+):
+    runtime = runtime_factory(SLOW_PLAYBOOK)
+    async with durable_router(database_url, [], announce_every=0.2) as (_, peer_url):
+        await asyncio.sleep(0.5)  # the peer announced its URL in the database
+        async with durable_router(database_url, [runtime], announce_every=0.2) as (_, base_url):
+            await asyncio.sleep(0.5)
+            run_id = (await send(base_url, HIGH)).json()["deliveries"][0]["runId"]
+            await stored_run(database_url, run_id, until={"running"})
+        # The dispatching replica is gone (a rolling upgrade): the pod reports elsewhere.
+        row = await stored_run(database_url, run_id, until={"succeeded", "failed", "dead"})
+    assert row["status"] == "succeeded" and row["attempt"] == 1
+    assert peer_url != base_url

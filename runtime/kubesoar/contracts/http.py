@@ -61,7 +61,14 @@ class ReportTo(_Wire):
     """Where a runtime pod reports a dispatched run, and the run's own credential."""
 
     url: str = Field(
-        max_length=2048, description="the router's base URL, e.g. `http://10.0.0.7:8081`"
+        max_length=2048,
+        description="the dispatching router replica's base URL, e.g. `http://10.0.0.7:8081`",
+    )
+    fallback_urls: list[Annotated[str, Field(max_length=2048)]] = Field(
+        default_factory=list,
+        alias="fallbackUrls",
+        max_length=16,
+        description="the other live replicas, tried in order when `url` does not answer",
     )
     token: str = Field(
         min_length=16,
