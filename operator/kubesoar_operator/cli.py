@@ -105,6 +105,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"how long a signed artifact URL stays valid (default {DEFAULT_TTL_SECONDS})",
     )
     parser.add_argument(
+        "--router-port",
+        type=int,
+        default=render.ROUTER_PORT,
+        help="the router pods' port, which runtime pods' NetworkPolicy lets them report to",
+    )
+    parser.add_argument(
         "--database-url-file",
         type=Path,
         help="the system of record's postgresql:// URL (a mounted Secret): status.runs then "
@@ -138,6 +144,7 @@ async def run(args: argparse.Namespace) -> None:
         artifact_url=args.artifact_url,
         system_namespace=args.system_namespace,
         artifact_port=bound,
+        router_port=args.router_port,
         runtime_image=args.runtime_image,
         url_ttl_seconds=args.url_ttl_seconds,
     )

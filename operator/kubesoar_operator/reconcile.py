@@ -64,6 +64,7 @@ class Settings:
     artifact_url: str
     system_namespace: str = "kubesoar-system"
     artifact_port: int = 8090
+    router_port: int = render.ROUTER_PORT
     runtime_image: str = render.DEFAULT_IMAGE
     url_ttl_seconds: int = DEFAULT_TTL_SECONDS
 
@@ -264,6 +265,7 @@ class Reconciler:
             ),
             system_namespace=self.settings.system_namespace,
             artifact_port=self.settings.artifact_port,
+            router_port=self.settings.router_port,
             default_image=self.settings.runtime_image,
         )
         objs = children.owned_children(ctx, body)

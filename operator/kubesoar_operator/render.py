@@ -17,6 +17,7 @@ from kubesoar_operator.spec import PlaybookSpec
 
 DEFAULT_IMAGE = "ghcr.io/kubesoar/kubesoar:0.1.0"
 RUNTIME_PORT = 8080
+ROUTER_PORT = 8081  # the router pods' ingest port: pods report dispatched runs there
 WORKSPACE_DIR = "/workspace"
 SECRETS_DIR = "/var/run/kubesoar/secrets"
 TMP_DIR = "/tmp"  # noqa: S108 - an emptyDir mounted in the pod, not the operator's /tmp
@@ -42,6 +43,7 @@ class RenderContext:
     artifact_url: str
     system_namespace: str = "kubesoar-system"
     artifact_port: int = 8090
+    router_port: int = ROUTER_PORT
     default_image: str = DEFAULT_IMAGE
 
 
@@ -259,6 +261,9 @@ def network_policy(ctx: RenderContext) -> dict[str, Any]:
          "ports": dns_ports},
         {"to": [_from_system(ctx, kube.COMPONENT_OPERATOR)],
          "ports": [{"protocol": "TCP", "port": ctx.artifact_port}]},
+        # Reports of runs dispatched from the system of record (POST /v1/runs/{id}/...).
+        {"to": [_from_system(ctx, kube.COMPONENT_ROUTER)],
+         "ports": [{"protocol": "TCP", "port": ctx.router_port}]},
     ]  # fmt: skip
     for rule in ctx.spec.network.egress:
         entry: dict[str, Any] = {"to": [{"ipBlock": {"cidr": rule.cidr}}]}

@@ -135,7 +135,15 @@ def test_service_and_network_policy() -> None:
     )
     assert {"to": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
             "ports": [{"protocol": "TCP", "port": 443}]} in policy["egress"]  # fmt: skip
-    assert len(policy["egress"]) == 3  # DNS, artifact server, the declared destination
+    # Run reports go to the router pods' ingest port, nowhere else in the system namespace.
+    system = {"matchLabels": {"kubernetes.io/metadata.name": "kubesoar-system"}}
+    reports = {
+        "to": [{"namespaceSelector": system,
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "router"}}}],
+        "ports": [{"protocol": "TCP", "port": 8081}],
+    }  # fmt: skip
+    assert reports in policy["egress"]
+    assert len(policy["egress"]) == 4  # DNS, artifact server, run reports, the declared one
 
 
 def test_children_are_owned_by_the_playbook() -> None:
