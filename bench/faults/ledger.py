@@ -6,14 +6,13 @@ record (the `runs` table) and the side-effects file, once the system is quiet.
 - missing: every other accepted alert — no run, a run still queued or running when the
   wait for quiet ran out, a second run, a `dead` run without a reason;
 - redelivered: runs on attempt > 1 (a lease ran out and the run was given out again);
-- double_executed: runs whose **journaled** action was executed more than once: the
-  action's journal entry was recorded by attempt k, and the side-effects file shows
-  another execution by attempt k or a later one, or by an earlier attempt *after*
-  attempt k's (a stale attempt that went on running after its lease was gone).
-  An execution by an earlier attempt that never got its journal entry recorded (its pod
-  died between the side effect and the report) is the at-least-once repeat the contract
-  allows (docs/playbooks.md, "At least once"); those are counted apart, as
-  `unjournaled_repeats`.
+- double_executed: runs whose action was executed more than once, except the one repeat
+  the at-least-once contract allows (docs/playbooks.md, "At least once"): the earlier
+  execution was made by a runtime process the scenario SIGKILLed, before its journal
+  entry was recorded (the pod died between the side effect and its report). Those are
+  counted apart, as `unjournaled_repeats`. Everything else is a double execution: a
+  journaled action run again, an action run twice by live pods (a stale attempt that
+  went on after its lease was gone, a redelivery whose journal never arrived).
 """
 
 from __future__ import annotations
@@ -89,25 +88,35 @@ def p99(values: list[float]) -> float:
     return round(ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)], 1)
 
 
-def side_effects(path: Path) -> dict[str, list[int]]:
-    """Run id → the attempt of each execution of its action, in the order they happened
-    (one O_APPEND write per execution: the file's order is the machine's)."""
-    executions: dict[str, list[int]] = defaultdict(list)
+@dataclass(frozen=True)
+class Execution:
+    attempt: int
+    pid: int
+
+
+def side_effects(path: Path) -> dict[str, list[Execution]]:
+    """Run id → each execution of its action (attempt, runtime pid), in the order they
+    happened (one O_APPEND write each: the file's order is the machine's)."""
+    executions: dict[str, list[Execution]] = defaultdict(list)
     for line in path.read_text().splitlines():
         fields = line.split()
-        if len(fields) >= 3:
-            executions[fields[0]].append(int(fields[2]))
+        if len(fields) >= 4:
+            executions[fields[0]].append(Execution(int(fields[2]), int(fields[3])))
     return executions
 
 
-def repeated_after_journal(attempts: list[int], journaled_by: int | None) -> bool:
-    """True when a journaled action ran again (see the module docstring)."""
-    if journaled_by is None or journaled_by not in attempts:
-        return False  # never journaled: any repeat is the allowed at-least-once kind
-    if sum(1 for a in attempts if a >= journaled_by) > 1:
-        return True
-    first_journaled = attempts.index(journaled_by)
-    return any(a < journaled_by for a in attempts[first_journaled + 1 :])
+def executed_twice(
+    executions: list[Execution], journaled_by: int | None, killed_pids: set[int]
+) -> bool:
+    """True when the executions are more than the contract allows (module docstring)."""
+    if len(executions) <= 1:
+        return False
+    for execution in executions[:-1]:
+        if execution.pid not in killed_pids:
+            return True  # a live pod executed it, and then someone executed it again
+        if journaled_by is not None and execution.attempt >= journaled_by:
+            return True  # it was journaled (by this attempt or before) and ran again
+    return False
 
 
 async def _wait_quiet(conn: asyncpg.Connection, ids: list[uuid.UUID], within: float) -> bool:
@@ -122,9 +131,15 @@ async def _wait_quiet(conn: asyncpg.Connection, ids: list[uuid.UUID], within: fl
 
 
 async def settle(
-    database_url: str, sent: list[Sent], effects_file: Path, *, quiet_timeout: float
+    database_url: str,
+    sent: list[Sent],
+    effects_file: Path,
+    *,
+    quiet_timeout: float,
+    killed_pids: set[int] | frozenset[int] = frozenset(),
 ) -> Ledger:
-    """Wait (bounded) until every accepted alert's runs ended, then count."""
+    """Wait (bounded) until every accepted alert's runs ended, then count.
+    `killed_pids`: runtime processes the scenario SIGKILLed (see executed_twice)."""
     started = time.monotonic()
     accepted = [s for s in sent if s.final_status == 202 and s.alert_id]
     by_alert = {alert_uuid(s.alert_id): s for s in accepted if s.alert_id}
@@ -156,16 +171,17 @@ async def settle(
         ledger.run_statuses[row["status"]] += 1
         redelivered += row["attempt"] > 1
         dead += row["status"] == "dead"
-        attempts = effects.get(run_id, [])
-        if repeated_after_journal(attempts, row["journaled_by"]):
+        executions = effects.get(run_id, [])
+        if executed_twice(executions, row["journaled_by"], set(killed_pids)):
             doubled += 1
+            by = ", ".join(f"attempt {e.attempt} (pid {e.pid})" for e in executions)
             ledger.double_examples.append(
                 f"run {run_id} ({row['status']} on attempt {row['attempt']}, journaled by "
-                f"attempt {row['journaled_by']}): executed by attempts {attempts}"
+                f"attempt {row['journaled_by']}): executed by {by}"
             )
-        elif len(attempts) > 1:
+        elif len(executions) > 1:
             ledger.unjournaled_repeats += 1
-        if row["status"] == "succeeded" and not attempts:
+        if row["status"] == "succeeded" and not executions:
             ledger.never_executed += 1
         actions = json.loads(row["actions"]) if row["actions"] else []
         if any(a.get("status") == "replayed" for a in actions):

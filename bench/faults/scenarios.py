@@ -1,4 +1,5 @@
-"""The five faults, one per scenario, each injected while the open-loop load runs.
+"""The five faults, one per scenario, each injected while the open-loop load runs (and
+`no_fault`, the same load with nothing failing: the baseline).
 
 A scenario waits until a third of the load has been sent (a quarter for the rollout,
 which takes longer), injects its fault, heals it, and returns what it did with the
@@ -22,7 +23,16 @@ from bench.faults.ledger import Ledger, settle
 from bench.faults.load import OpenLoopSender, SenderStats
 from bench.faults.world import INGEST_TOKEN, FaultWorld, free_port, wait_for
 
-Inject = Callable[[FaultWorld, OpenLoopSender], list[str]]
+
+@dataclass
+class Injected:
+    """What a fault did: notes with times into the load, runtime processes it SIGKILLed."""
+
+    notes: list[str]
+    killed_pids: set[int] = field(default_factory=set)
+
+
+Inject = Callable[[FaultWorld, OpenLoopSender], Injected]
 
 
 @dataclass
@@ -47,7 +57,7 @@ def _t(sender: OpenLoopSender) -> str:
 
 
 # --- the faults ---------------------------------------------------------------------
-def runtime_pod_sigkill(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
+def runtime_pod_sigkill(world: FaultWorld, sender: OpenLoopSender) -> Injected:
     """SIGKILL a runtime pod's process while it holds a run whose action has executed
     and been journaled (found through the side-effects file and the database)."""
     _at(sender, sender.seconds / 3)
@@ -64,7 +74,7 @@ def runtime_pod_sigkill(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
         interval=0.5,
     )
     notes.append(f"{_t(sender)} runtime ready again (the node agent restarted the container)")
-    return notes
+    return Injected(notes, killed_pids={pid})
 
 
 async def _mid_run_victim(world: FaultWorld, within: float) -> tuple[int, str, str]:
@@ -96,17 +106,17 @@ async def _mid_run_victim(world: FaultWorld, within: float) -> tuple[int, str, s
     raise TimeoutError("no runtime was holding a journaled run: is the load reaching the pods?")
 
 
-def git_commit_rollout(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
+def git_commit_rollout(world: FaultWorld, sender: OpenLoopSender) -> Injected:
     """A new commit; the annotation asks the operator to act at once; the pods roll."""
     _at(sender, sender.seconds / 4)
     sha = world.new_commit()
     notes = [f"{_t(sender)} committed {sha[:12]} and annotated the Playbook"]
     world.wait_steady(timeout=240)
     notes.append(f"{_t(sender)} both runtime pods run {sha[:12]}")
-    return notes
+    return Injected(notes)
 
 
-def router_sigkill(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
+def router_sigkill(world: FaultWorld, sender: OpenLoopSender) -> Injected:
     """SIGKILL router replica 2 while both replicas hold leases of runs mid-run; its
     replacement starts on a new address, as a replacement pod gets a new IP, and the
     sender learns it (the Service's endpoints)."""
@@ -121,7 +131,7 @@ def router_sigkill(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
     world.stack.start_router(1, port=free_port())
     sender.set_urls(world.stack.router_urls)
     notes.append(f"{_t(sender)} router-2 replaced at {world.stack.replica_url(1)} and ready")
-    return notes
+    return Injected(notes)
 
 
 async def _leases_by_owner(world: FaultWorld, within: float) -> dict[str, int]:
@@ -145,7 +155,7 @@ async def _leases_by_owner(world: FaultWorld, within: float) -> dict[str, int]:
     raise TimeoutError("the router replicas never both held runs mid-run")
 
 
-def postgres_restart(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
+def postgres_restart(world: FaultWorld, sender: OpenLoopSender) -> Injected:
     """Stop PostgreSQL (fast shutdown: sessions cut), wait, start it again."""
     if world.cluster.local is None:
         raise RuntimeError("restarting PostgreSQL needs the local test bed's server")
@@ -156,17 +166,22 @@ def postgres_restart(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
     time.sleep(min(2.0, sender.seconds / 6))
     server.up()
     notes.append(f"{_t(sender)} PostgreSQL up again")
-    return notes
+    return Injected(notes)
 
 
-def operator_restart(world: FaultWorld, sender: OpenLoopSender) -> list[str]:
+def operator_restart(world: FaultWorld, sender: OpenLoopSender) -> Injected:
     """SIGKILL the operator and start it again (a crash and its restart)."""
     _at(sender, sender.seconds / 3)
     world.stack.kill("operator")
     notes = [f"{_t(sender)} SIGKILL the operator"]
     world.stack.start_operator()
     notes.append(f"{_t(sender)} operator live again")
-    return notes
+    return Injected(notes)
+
+
+def no_fault(world: FaultWorld, sender: OpenLoopSender) -> Injected:
+    """The baseline: the same load and ledger, nothing fails (what the machine sustains)."""
+    return Injected([])
 
 
 SCENARIOS: dict[str, Inject] = {
@@ -175,7 +190,10 @@ SCENARIOS: dict[str, Inject] = {
     "router_sigkill": router_sigkill,
     "postgres_restart": postgres_restart,
     "operator_restart": operator_restart,
+    "no_fault": no_fault,
 }
+FAULTS = [name for name in SCENARIOS if name != "no_fault"]
+"""The issue's five, in the order the runner takes them by default."""
 
 
 def run_scenario(world: FaultWorld, name: str, *, rate: float, seconds: float) -> Outcome:
@@ -192,7 +210,8 @@ def run_scenario(world: FaultWorld, name: str, *, rate: float, seconds: float) -
         label=name,
         give_up_after=give_up,
     ).start()
-    notes = inject(world, sender)
+    injected = inject(world, sender)
+    notes = injected.notes
     sender.join(timeout=seconds + give_up + 60)
     notes.append(f"{_t(sender)} load ended; last alert answered")
     s = world.settings
@@ -202,6 +221,7 @@ def run_scenario(world: FaultWorld, name: str, *, rate: float, seconds: float) -
             sender.sent,
             world.side_effects,
             quiet_timeout=s.lease_seconds * s.max_attempts * 2 + 60,
+            killed_pids=injected.killed_pids,
         )
     )
     notes.append(f"quiet {ledger.settled_in:.1f}s after the load" if ledger.quiet else

@@ -185,6 +185,7 @@ async def _serve(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> 
                     max_alerts_per_namespace=args.max_alerts_per_namespace,
                 ),
                 wait_seconds=args.database_wait_seconds,
+                metrics=router.metrics,
             )
         )
         logger.info("system of record connected: alerts are committed before 202")

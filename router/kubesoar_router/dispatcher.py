@@ -44,6 +44,7 @@ from pydantic import ValidationError
 from yarl import URL
 
 from kubesoar_router.delivery import affinity
+from kubesoar_router.metrics import RouterMetrics
 from kubesoar_router.snapshot import Endpoint, Snapshot
 
 logger = logging.getLogger("kubesoar.router.dispatcher")
@@ -92,6 +93,7 @@ class Dispatcher:
     caller_key: bytes | None = None
     policy: DispatchPolicy = field(default_factory=DispatchPolicy)
     clock: Callable[[], float] = time.monotonic
+    metrics: RouterMetrics = field(default_factory=RouterMetrics)
     queued: dict[tuple[str, str], int] = field(default_factory=dict)
     """Queue depth per (namespace, Playbook) as of the last tick (ingest's 429 check)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,6 +140,12 @@ class Dispatcher:
         if now - self._last_expiry >= self.policy.expire_every:
             self._last_expiry = now
             for expired in await dispatch.expire_leases(self.pool):
+                counter = (
+                    self.metrics.runs_dead
+                    if expired.status == "dead"
+                    else self.metrics.runs_redelivered
+                )
+                counter.labels(expired.namespace, expired.playbook).inc()
                 log = logger.warning if expired.status == "dead" else logger.info
                 log(
                     "lease of run %s ran out: %s (attempt %d)%s",
@@ -149,7 +157,12 @@ class Dispatcher:
                 )
         with unavailable("reading queue depths"):
             rows = await self.pool.fetch(QUEUED_TOTALS)
-        self.queued = {(r["namespace"], r["playbook"]): r["queued"] for r in rows}
+        queued = {(r["namespace"], r["playbook"]): r["queued"] for r in rows}
+        for gone in self.queued.keys() - queued.keys():
+            self.metrics.runs_queued.labels(*gone).set(0)
+        for (namespace, playbook), depth in queued.items():
+            self.metrics.runs_queued.labels(namespace, playbook).set(depth)
+        self.queued = queued
         dispatched = False
         for (namespace, playbook), _ in sorted(self.queued.items()):
             state = self.snapshot.get(namespace)
@@ -183,6 +196,7 @@ class Dispatcher:
         for endpoint in order[: self.policy.max_endpoints]:
             outcome = await self._post(endpoint, body, token, str(run.id))
             if outcome.kind == "accepted":
+                self.metrics.runs_dispatched.labels(run.namespace, run.playbook).inc()
                 return
             if outcome.kind == "maybe":
                 # The pod may be running it: keep the lease, let the pod's report (or the

@@ -42,6 +42,7 @@ from kubesoar_store.pool import create_pool
 from kubesoar_router import delivery, housekeeping
 from kubesoar_router.dispatcher import Dispatcher, DispatchPolicy
 from kubesoar_router.errors import IngestError
+from kubesoar_router.metrics import RouterMetrics
 from kubesoar_router.snapshot import Snapshot
 
 logger = logging.getLogger("kubesoar.router")
@@ -74,6 +75,7 @@ async def open_durable(
     max_queued_per_playbook: int = DEFAULT_MAX_QUEUED_PER_PLAYBOOK,
     retention: housekeeping.Retention | None = None,
     wait_seconds: float = 0.0,
+    metrics: RouterMetrics | None = None,
 ) -> AsyncIterator[Durable]:
     """Connect, check the schema is migrated, start the committer and the dispatcher;
     on exit stop them in the reverse order (nothing accepted is left uncommitted).
@@ -91,6 +93,7 @@ async def open_durable(
                 report_url=report_url,
                 caller_key=caller_key,
                 policy=policy or DispatchPolicy(),
+                metrics=metrics or RouterMetrics(),
             )
             tasks = [asyncio.create_task(dispatcher.run(), name="dispatcher")]
             if retention is not None:

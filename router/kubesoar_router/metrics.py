@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 UNKNOWN = "-"
 TENANT_LABEL = "tenant_namespace"
@@ -73,6 +73,34 @@ class RouterMetrics:
             labels,
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+
+        # The dispatcher (system of record). Playbook labels come from the database's
+        # runs, i.e. from Playbooks that exist in namespaces this router serves.
+        runs = (TENANT_LABEL, "playbook")
+        self.runs_dispatched = Counter(
+            "kubesoar_router_runs_dispatched",
+            "Runs this replica handed to a runtime pod (each attempt counts)",
+            runs,
+            registry=self.registry,
+        )
+        self.runs_redelivered = Counter(
+            "kubesoar_router_runs_redelivered",
+            "Runs whose lease ran out and that went back to the queue, attempt + 1",
+            runs,
+            registry=self.registry,
+        )
+        self.runs_dead = Counter(
+            "kubesoar_router_runs_dead",
+            "Runs that ran out of attempts (status dead, the reason in the run record)",
+            runs,
+            registry=self.registry,
+        )
+        self.runs_queued = Gauge(
+            "kubesoar_router_runs_queued",
+            "Runs waiting in the database for a runtime pod, as of the last dispatch round",
+            runs,
+            registry=self.registry,
         )
 
     def source(self, namespace: str, source: str) -> SourceMetrics:

@@ -76,6 +76,7 @@ async def durable_router(database_url: str, runtimes: list[Any], **policy: Any) 
         report_url="http://unset.invalid",
         caller_key=None,
         policy=DispatchPolicy(idle_interval=0.05, **policy),
+        metrics=router.metrics,
     ) as durable:
         router.durable = durable
         async with serve(create_ingest_app(router)) as base_url:
@@ -212,8 +213,12 @@ async def test_a_pod_killed_mid_run_loses_nothing_and_repeats_no_action(
         hanging.stop()  # SIGKILL after the side effect, before the run ends
         router.snapshot.put(tenant([healthy], entry_points=journaled))
         row = await stored_run(database_url, run_id, until={"succeeded", "failed", "dead"})
+        exposition = router.metrics.exposition().decode()
     assert row["status"] == "succeeded", row["error"]
     assert row["attempt"] == 2
+    labels = '{playbook="triage",tenant_namespace="tenant-a"}'
+    assert f"kubesoar_router_runs_redelivered_total{labels} 1.0" in exposition
+    assert f"kubesoar_router_runs_dispatched_total{labels} 2.0" in exposition
     [entry] = json.loads(row["result"])["results"]
     assert entry["result"] == {"isolated": "web-1", "attempt": 2}
     assert effects.read_text().splitlines() == ["web-1"]  # isolated once, not twice
