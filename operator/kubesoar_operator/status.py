@@ -59,7 +59,8 @@ class Transition:
     """A change worth a Kubernetes Event."""
 
     warning: bool
-    reason: str  # NewRevision, Ready, SourceFailed, RuntimeFailed, InvalidSpec, Suspended, Resumed
+    # NewRevision, Ready, SourceFailed, RuntimeFailed, InvalidSpec, Suspended, Resumed, RunsDead
+    reason: str
     message: str
 
 
@@ -261,4 +262,17 @@ def _transitions(prev: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transi
     if c.is_true(after, c.READY) and not c.is_true(before, c.READY):
         ready = c.find(after, c.READY)
         out.append(Transition(False, "Ready", str(ready["message"]) if ready else "ready"))
+    out.extend(_dead_runs(prev.get("runs") or {}, new.get("runs") or {}))
     return out
+
+
+def _dead_runs(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Transition]:
+    """A Warning when more runs ran out of attempts (system of record counters only)."""
+    if "dead" not in after or "dead" not in before:
+        return []  # no counts yet, or counts summed over pods (which know no dead runs)
+    more = int(after["dead"]) - int(before["dead"])
+    if more <= 0:
+        return []
+    last = f"; last error: {after['lastError']}" if after.get("lastError") else ""
+    plural = "s" if more > 1 else ""
+    return [Transition(True, "RunsDead", f"{more} run{plural} ran out of attempts{last}")]

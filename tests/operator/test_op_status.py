@@ -276,3 +276,15 @@ def test_every_reason_is_documented_in_the_reference() -> None:
     reference = Path(__file__).resolve().parents[2] / "docs" / "reference" / "playbook.md"
     text = reference.read_text()
     assert [r for r in c.PLAYBOOK_REASONS if f"| `{r}` |" not in text] == []
+
+
+def test_runs_that_ran_out_of_attempts_are_a_warning_event() -> None:
+    from kubesoar_operator.status import _transitions
+
+    before = {"runs": {"total": 3, "dead": 0}}
+    after = {"runs": {"total": 5, "dead": 2, "lastError": "lease ran out on attempt 3"}}
+    [event] = _transitions(before, after)
+    assert event.warning and event.reason == "RunsDead"
+    assert event.message == "2 runs ran out of attempts; last error: lease ran out on attempt 3"
+    assert _transitions(after, after) == []  # once per change
+    assert _transitions({"runs": {"total": 3}}, after) == []  # pods' counts know no dead runs
