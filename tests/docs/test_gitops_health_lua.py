@@ -9,19 +9,14 @@ each state a user meets, and hand-made objects lack every optional field.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubesoar_operator import conditions as c
 from kubesoar_operator.report import Summary
 from kubesoar_operator.status import Observation, RolloutState, SourceState, summarize
-from lupa import lua51
+from support.gitops_health import health
 
-REPO = Path(__file__).resolve().parents[2]
-PAGE = REPO / "docs" / "gitops.md"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SOURCE = SourceState(
     url="https://git.example.com/soc/playbooks.git",
@@ -30,21 +25,6 @@ SOURCE = SourceState(
     digest="ab" * 32,
     resolved_at="2026-01-01T00:00:00Z",
 )
-
-
-def health_checks() -> dict[str, str]:
-    for block in re.findall(r"```yaml\n(.*?)```", PAGE.read_text(), re.S):
-        doc = yaml.safe_load(block)
-        if isinstance(doc, dict) and doc.get("metadata", {}).get("name") == "argocd-cm":
-            return {key.rsplit("_", 1)[1]: lua for key, lua in doc["data"].items()}
-    raise AssertionError("no argocd-cm ConfigMap in docs/gitops.md")
-
-
-def health(kind: str, obj: dict[str, Any]) -> dict[str, str]:
-    lua = lua51.LuaRuntime()
-    lua.globals().obj = lua.table_from(obj, recursive=True)
-    result = lua.execute(health_checks()[kind])
-    return {"status": result["status"], "message": result["message"]}
 
 
 def playbook(status: dict[str, Any] | None, *, generation: int = 1, **spec: Any) -> dict[str, Any]:

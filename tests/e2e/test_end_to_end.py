@@ -25,6 +25,7 @@ import pytest
 import yaml
 from support.cluster import ClusterHandle
 from support.git_http import GitHTTPServer
+from support.gitops_health import health
 from support.stack import (
     KubesoarStack,
     apply_crds,
@@ -260,6 +261,7 @@ def high_alert(title: str) -> dict[str, Any]:
 
 def test_signed_alert_runs_the_playbook_and_status_counts_it(world: World) -> None:
     pb = world.wait_ready("acme", "triage", world.repo.head())
+    assert health("Playbook", pb)["status"] == "Healthy"  # docs/gitops.md, as Argo CD runs it
     assert pb["status"]["source"]["revision"] == f"main@sha1:{world.repo.head()}"
     assert [e["name"] for e in pb["status"]["playbooks"]] == ["triage"]
 
@@ -417,6 +419,8 @@ def test_alertsource_without_its_secret_is_stalled_with_an_event(world: World) -
 
     cond = wait_for("AlertSource edr to report its missing Secret", stalled, timeout=60)
     assert cond["status"] == "False" and "edr-ingest" in cond["message"]
+    # Argo CD's view, with docs/gitops.md's health check as written, of the real object.
+    assert health("AlertSource", world.get("acme", "alertsource", "edr"))["status"] == "Degraded"
 
     def warned() -> bool:
         events = kubectl_json(

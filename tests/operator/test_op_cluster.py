@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 from support.cluster import ClusterHandle, wait_for
 from support.git_http import GitHTTPServer, GitRepo
+from support.gitops_health import health
 
 pytestmark = pytest.mark.cluster
 
@@ -410,6 +411,8 @@ def test_a_wrong_git_password_stalls_within_bounded_time_and_heals_once_fixed(
     name, repo = make_playbook(secret=secret)
     first = _wait_condition(api, tenant, name, "SourceReady", "False", "AuthenticationFailed")
     assert _condition(first, "Stalled") is None  # the first attempts are only retried
+    # What Argo CD makes of each state, with docs/gitops.md's health check, as written.
+    assert health("Playbook", first)["status"] == "Progressing"
     # Bounded: the backoff before the third attempt is 15 s; 90 s leaves slack for a
     # loaded machine.
     obj = _wait_condition(api, tenant, name, "Stalled", "True", "AuthenticationFailed", timeout=90)
@@ -424,6 +427,8 @@ def test_a_wrong_git_password_stalls_within_bounded_time_and_heals_once_fixed(
     )  # fmt: skip
     assert _source_attempts(operator, tenant, name) >= STALL_AFTER_FAILURES
     assert PASSWORD not in json.dumps(obj)
+    degraded = health("Playbook", obj)
+    assert degraded["status"] == "Degraded" and "AuthenticationFailed" in degraded["message"]
 
     core.patch_namespaced_secret(secret, tenant, {"stringData": {"password": PASSWORD}})
 
@@ -436,6 +441,7 @@ def test_a_wrong_git_password_stalls_within_bounded_time_and_heals_once_fixed(
     obj = wait_for(healed, "the Playbook Ready once the Secret is fixed", timeout=240)
     assert _condition(obj, "Stalled") is None and _condition(obj, "Reconciling") is None
     assert obj["status"]["source"]["revision"] == f"main@sha1:{repo.head()}"
+    assert health("Playbook", obj)["status"] == "Healthy"
 
 
 def test_load_error_is_shown_with_file_and_line(
