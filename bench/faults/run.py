@@ -46,14 +46,21 @@ def details(outcome: Outcome) -> str:
     ledger, sender = outcome.ledger, outcome.sender
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(sender.statuses.items()))
     runs = ", ".join(f"{k}: {v}" for k, v in sorted(ledger.run_statuses.items()))
+    accepted = max(1, ledger.row.accepted)
+    cpu = ", ".join(
+        f"{part} {seconds:.1f}s ({seconds / accepted * 1e6:,.0f} µs/alert)"
+        for part, seconds in outcome.cpu_seconds.items()
+    )
     lines = [
-        f"{outcome.scenario} ({outcome.offered_rate:g}/s for {outcome.seconds:g}s)",
+        f"{outcome.scenario} ({outcome.offered_rate:g}/s for {outcome.seconds:g}s, "
+        f"load average {outcome.load_average:.1f} at the start)",
         *(f"  {note}" for note in outcome.notes),
         f"  answers: {statuses}; failovers {sender.failovers}; "
         f"alerts that waited for a free connection {sender.late_starts}",
         f"  runs: {runs}; replayed from the journal {ledger.replayed}; "
         f"unjournaled repeats {ledger.unjournaled_repeats}; "
         f"succeeded without executing {ledger.never_executed}",
+        f"  CPU from the start of the load until quiet: {cpu}",
         *(f"  MISSING {m}" for m in ledger.missing_examples),
         *(f"  DOUBLE {d}" for d in ledger.double_examples),
     ]

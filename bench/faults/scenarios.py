@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from bench.faults import cpu
 from bench.faults.ledger import Ledger, settle
 from bench.faults.load import OpenLoopSender, SenderStats
 from bench.faults.world import INGEST_TOKEN, FaultWorld, free_port, wait_for
@@ -43,6 +44,10 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     offered_rate: float = 0.0
     seconds: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU of each part from the start of the load until quiet (cpu.py)."""
+    load_average: float = 0.0
+    """The machine's 1-minute load average when the load started."""
 
 
 def _at(sender: OpenLoopSender, seconds: float) -> str:
@@ -201,6 +206,8 @@ def run_scenario(world: FaultWorld, name: str, *, rate: float, seconds: float) -
     inject = SCENARIOS[name]
     world.wait_steady()
     give_up = 120.0
+    load_average = os.getloadavg()[0]
+    cpu_before = cpu.snapshot(world.processes())
     sender = OpenLoopSender(
         world.stack.router_urls,
         world.ingest_path,
@@ -224,7 +231,17 @@ def run_scenario(world: FaultWorld, name: str, *, rate: float, seconds: float) -
             killed_pids=injected.killed_pids,
         )
     )
+    cpu_spent = cpu.spent(cpu_before, cpu.snapshot(world.processes()))
     notes.append(f"quiet {ledger.settled_in:.1f}s after the load" if ledger.quiet else
                  f"NOT quiet after {ledger.settled_in:.1f}s")  # fmt: skip
     world.wait_steady()
-    return Outcome(name, ledger, sender.stats, notes, offered_rate=rate, seconds=seconds)
+    return Outcome(
+        name,
+        ledger,
+        sender.stats,
+        notes,
+        offered_rate=rate,
+        seconds=seconds,
+        cpu_seconds=cpu_spent,
+        load_average=load_average,
+    )

@@ -14,6 +14,7 @@ pod's environment that starts with one of its mount paths, and runtime pods moun
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -189,6 +190,13 @@ class FaultWorld:
             },
         }
 
+    def reconfigure(self, **changes: Any) -> None:
+        """Change the Playbook's runtime settings (e.g. hold_seconds, concurrency) and wait
+        until both pods run with them."""
+        self.settings = dataclasses.replace(self.settings, **changes)
+        self.apply(self._playbook(), namespace=self.namespace)
+        self.wait_steady(timeout=240)
+
     def apply(self, *objects: dict[str, Any], namespace: str | None = None) -> None:
         ns_args = ["-n", namespace] if namespace else []
         self.cluster.kubectl("apply", *ns_args, "-f", "-", input=yaml.safe_dump_all(objects))
@@ -242,7 +250,8 @@ class FaultWorld:
 
     def steady(self) -> bool:
         """Routers ready, the Playbook Ready at the last commit, exactly `replicas` runtime
-        pods running that commit, all ready, none terminating, all published ready."""
+        pods running that commit and settings, all ready, none terminating, all published
+        ready."""
         for url in self.stack.router_urls:
             if httpx.get(f"{url}/readyz", timeout=2).status_code != 200:
                 return False
@@ -260,12 +269,20 @@ class FaultWorld:
             if pod["metadata"].get("deletionTimestamp"):
                 return False
             env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
-            if env.get("KUBESOAR_COMMIT") != self.commit:
+            if env != {**env, **self._expected_env()}:
                 return False
             pod_ready = condition(pod, "Ready")
             if not pod_ready or pod_ready["status"] != "True":
                 return False
         return self.ready_endpoints() == self.settings.replicas
+
+    def _expected_env(self) -> dict[str, str]:
+        return {
+            "KUBESOAR_COMMIT": self.commit,
+            "KUBESOAR_CONCURRENCY": str(self.settings.concurrency),
+            "KUBESOAR_QUEUE_SIZE": str(self.settings.queue_size),
+            "HOLD_SECONDS": str(self.settings.hold_seconds),
+        }
 
     def wait_steady(self, timeout: float = 180) -> None:
         try:
@@ -273,6 +290,22 @@ class FaultWorld:
         except TimeoutError:
             print(self.stack.logs()[-6000:], file=sys.stderr)
             raise
+
+    def processes(self) -> dict[str, list[int]]:
+        """Pids of the world's processes by part (for CPU accounting, cpu.py)."""
+        from bench.faults.cpu import children
+
+        stack = self.stack.pids()
+        groups = {
+            "routers": [pid for name, pid in stack.items() if name.startswith("router")],
+            "runtimes": list(self.runtime_pids()),
+            "operator": [pid for name, pid in stack.items() if name == "operator"],
+            "postgres": [],
+        }
+        postmaster = self.cluster.local.postgres.pid() if self.cluster.local else None
+        if postmaster is not None:
+            groups["postgres"] = [postmaster, *children(postmaster)]
+        return groups
 
     def database_url(self) -> str:
         assert self.cluster.database_url_file is not None

@@ -346,6 +346,7 @@ class LocalCluster:
         pki.ensure_ca(self.pki_dir)
         pki.ensure_serving_cert(self.pki_dir)
         pki.ensure_service_account_keys(self.pki_dir)
+        pki.ensure_front_proxy(self.pki_dir)
         for identity in IDENTITIES:
             pki.ensure_client_cert(self.pki_dir, identity)
 
@@ -481,6 +482,18 @@ class LocalCluster:
                 "--allow-privileged=true",
                 "--profiling=false",
                 f"--cert-dir={p}",
+                # API aggregation (kubesoar's runs.kubesoar.dev is served by the router):
+                # the aggregator proxies with the front-proxy client certificate and the
+                # user in X-Remote-* headers, and dials the Service's endpoint address (a
+                # loopback pod address here, which no ClusterIP would route to).
+                f"--requestheader-client-ca-file={p / (pki.FRONT_PROXY_CA + '.crt')}",
+                f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={p / (pki.FRONT_PROXY_CLIENT + '.crt')}",
+                f"--proxy-client-key-file={p / (pki.FRONT_PROXY_CLIENT + '.key')}",
+                "--enable-aggregator-routing=true",
             ],
         )
 

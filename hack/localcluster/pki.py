@@ -2,6 +2,10 @@
 
 One self-signed CA signs the API server's serving certificate and one client
 certificate per identity (admin, controller manager, scheduler, node agent).
+A second CA, the front proxy's, signs only the client certificate the API
+server's aggregator presents to extension API servers (kubesoar's router): an
+extension trusts the X-Remote-User headers of that certificate alone, so it must
+not be a CA that signs users' certificates too.
 Files are created once and reused, so kubeconfigs stay valid across restarts.
 """
 
@@ -50,21 +54,29 @@ def _new_key(path: Path) -> None:
     path.chmod(0o600)
 
 
-def ensure_ca(pki_dir: Path) -> None:
-    key, cert = pki_dir / "ca.key", pki_dir / "ca.crt"
+# The aggregator's client certificate: its CN is the API server's
+# --requestheader-allowed-names, which extensions check too.
+FRONT_PROXY_CA = "front-proxy-ca"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def ensure_ca(pki_dir: Path, stem: str = "ca") -> None:
+    key, cert = pki_dir / f"{stem}.key", pki_dir / f"{stem}.crt"
     if key.exists() and cert.exists():
         return
     pki_dir.mkdir(parents=True, exist_ok=True)
     _new_key(key)
     _openssl(
         "req", "-x509", "-new", "-key", str(key), "-out", str(cert),
-        "-days", str(VALID_DAYS), "-subj", "/CN=kubesoar-local-ca",
+        "-days", str(VALID_DAYS), "-subj", f"/CN=kubesoar-local-{stem}",
         "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
 
 
-def _signed_cert(pki_dir: Path, stem: str, subject: str, extensions: str) -> None:
+def _signed_cert(
+    pki_dir: Path, stem: str, subject: str, extensions: str, ca: str = "ca"
+) -> None:
     key, cert = pki_dir / f"{stem}.key", pki_dir / f"{stem}.crt"
     if key.exists() and cert.exists():
         return
@@ -73,8 +85,8 @@ def _signed_cert(pki_dir: Path, stem: str, subject: str, extensions: str) -> Non
     _openssl("req", "-new", "-key", str(key), "-out", str(csr), "-subj", subject)
     ext.write_text(extensions)
     _openssl(
-        "x509", "-req", "-in", str(csr), "-CA", str(pki_dir / "ca.crt"),
-        "-CAkey", str(pki_dir / "ca.key"), "-CAcreateserial", "-out", str(cert),
+        "x509", "-req", "-in", str(csr), "-CA", str(pki_dir / f"{ca}.crt"),
+        "-CAkey", str(pki_dir / f"{ca}.key"), "-CAcreateserial", "-out", str(cert),
         "-days", str(VALID_DAYS), "-extfile", str(ext),
     )  # fmt: skip
     csr.unlink()
@@ -101,6 +113,36 @@ def ensure_client_cert(pki_dir: Path, identity: ClientIdentity) -> None:
         "basicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=clientAuth\n",
+    )
+
+
+def ensure_front_proxy(pki_dir: Path) -> None:
+    """The aggregator's own CA and the client certificate it proxies with."""
+    ensure_ca(pki_dir, FRONT_PROXY_CA)
+    _signed_cert(
+        pki_dir,
+        FRONT_PROXY_CLIENT,
+        f"/CN={FRONT_PROXY_CLIENT}",
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=clientAuth\n",
+        ca=FRONT_PROXY_CA,
+    )
+
+
+def ensure_extension_serving_cert(pki_dir: Path, stem: str, dns_names: tuple[str, ...]) -> None:
+    """A serving certificate from the cluster CA for an extension API server (the
+    APIService's caBundle is then the cluster CA); `dns_names` include the Service's
+    `<name>.<namespace>.svc`, the name the aggregator verifies."""
+    sans = ",".join(["IP:127.0.0.1", *(f"DNS:{name}" for name in dns_names)])
+    _signed_cert(
+        pki_dir,
+        stem,
+        f"/CN={dns_names[0]}",
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName={sans}\n",
     )
 
 

@@ -11,12 +11,15 @@ unpacks regular files only.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import os
 import re
+import shutil
 import tarfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,24 +110,74 @@ def _info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
 
 
 class ArtifactStore:
-    """Artifacts on disk at `<root>/<namespace>/<name>/<digest>.tar.gz`."""
+    """Artifacts on disk at `<root>/<namespace>/<name>/<digest>.tar.gz`.
+
+    The bytes are kept once per digest, in `<root>/.blobs/` (a dot: no namespace can
+    take that name), and each Playbook's file is a hard link to them, so a thousand
+    Playbooks on one commit and path hold one copy. A blob goes with its last link.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._blobs = root / ".blobs"
+        # Linking to a blob and removing an unlinked blob must not interleave.
+        self._lock = threading.Lock()
 
     def _folder(self, namespace: str, name: str) -> Path:
         if not (NAME.match(namespace) and NAME.match(name)):
             raise ValueError("invalid namespace or name")
         return self.root / namespace / name
 
-    def put(self, namespace: str, name: str, artifact: Artifact) -> Path:
-        folder = self._folder(namespace, name)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{artifact.digest}.tar.gz"
-        if not target.exists():
-            partial = target.with_suffix(".partial")
+    def _blob(self, digest: str) -> Path:
+        if not DIGEST.match(digest):
+            raise ValueError("invalid digest")
+        return self._blobs / f"{digest}.tar.gz"
+
+    def put_blob(self, artifact: Artifact) -> Path:
+        """Keep the bytes of `artifact` (once per digest), linked to no Playbook yet."""
+        with self._lock:
+            return self._put_blob(artifact)
+
+    def _put_blob(self, artifact: Artifact) -> Path:
+        blob = self._blob(artifact.digest)
+        if not blob.exists():
+            self._blobs.mkdir(parents=True, exist_ok=True)
+            partial = blob.with_name(f"{artifact.digest}.{threading.get_ident()}.partial")
             partial.write_bytes(artifact.data)
-            partial.replace(target)  # atomic: readers never see half a file
+            partial.replace(blob)  # atomic: readers never see half a file
+        return blob
+
+    def has_blob(self, digest: str) -> bool:
+        return DIGEST.match(digest) is not None and self._blob(digest).is_file()
+
+    def put(self, namespace: str, name: str, artifact: Artifact) -> Path:
+        """Keep `artifact` for this Playbook."""
+        with self._lock:
+            self._put_blob(artifact)
+            linked = self._link(namespace, name, artifact.digest)
+        assert linked is not None
+        return linked
+
+    def link(self, namespace: str, name: str, digest: str) -> Path | None:
+        """Give this Playbook the stored artifact `digest`; None when no blob holds it."""
+        with self._lock:
+            return self._link(namespace, name, digest)
+
+    def _link(self, namespace: str, name: str, digest: str) -> Path | None:
+        blob = self._blob(digest)
+        folder = self._folder(namespace, name)
+        target = folder / f"{digest}.tar.gz"
+        if target.exists():
+            return target
+        if not blob.is_file():
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(blob, target)
+        except OSError:  # a file system without hard links: a copy, as before
+            partial = target.with_suffix(".partial")
+            shutil.copyfile(blob, partial)
+            partial.replace(target)
         return target
 
     def get(self, namespace: str, name: str, digest: str) -> Path | None:
@@ -137,8 +190,17 @@ class ArtifactStore:
         return target if target.is_file() else None
 
     def prune(self, namespace: str, name: str, keep: set[str]) -> None:
-        """Drop this Playbook's artifacts except `keep` (old revisions' pods are gone)."""
+        """Drop this Playbook's artifacts except `keep` (old revisions' pods are gone),
+        and the bytes of those no other Playbook links to."""
         folder = self._folder(namespace, name)
-        for item in folder.glob("*.tar.gz") if folder.is_dir() else ():
-            if item.name.removesuffix(".tar.gz") not in keep:
+        with self._lock:
+            for item in folder.glob("*.tar.gz") if folder.is_dir() else ():
+                digest = item.name.removesuffix(".tar.gz")
+                if digest in keep:
+                    continue
                 item.unlink(missing_ok=True)
+                if DIGEST.match(digest):
+                    blob = self._blob(digest)
+                    with contextlib.suppress(FileNotFoundError):
+                        if blob.stat().st_nlink <= 1:
+                            blob.unlink()

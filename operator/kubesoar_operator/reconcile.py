@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from kubesoar_operator.kube import Kube, NotFound
 from kubesoar_operator.report import PodState
 from kubesoar_operator.runcounts import RunCounts
 from kubesoar_operator.sanitize import clean_url
+from kubesoar_operator.sharedsource import SharedSource
 from kubesoar_operator.signing import DEFAULT_TTL_SECONDS, Signer
 from kubesoar_operator.spec import InvalidSpec, PlaybookSpec, parse_spec
 from kubesoar_operator.status import (
@@ -110,6 +112,9 @@ class Reconciler:
     ) -> None:
         self.kube, self.git, self.store, self.signer = kube, git, store, signer
         self.settings, self.http = settings, http
+        # Resolutions and artifacts shared by Playbooks on the same repository, ref and
+        # credentials (sharedsource.py).
+        self.sources = SharedSource(git, store)
         # With the system of record, status.runs comes from it (runcounts.py).
         self.run_counts: RunCounts | None = None
         self._states: dict[tuple[str, str], _State] = {}
@@ -181,7 +186,10 @@ class Reconciler:
             state.last_status = {**previous, **status}
             return Outcome(status, transitions, suspended=True)
 
-        retry_in = self._source(namespace, name, spec, state, obs, forced=forced)
+        not_before = _requested_moment(requested) if forced else None
+        retry_in = self._source(
+            namespace, name, spec, state, obs, forced=forced, not_before=not_before
+        )
         if obs.source is not None:
             retry_in = self._apply(body, spec, state, obs) or retry_in
         self._observe(namespace, name, spec, obs)
@@ -199,8 +207,14 @@ class Reconciler:
         obs: Observation,
         *,
         forced: bool,
+        not_before: float | None = None,
     ) -> float | None:
-        """Resolve and pack when due (source.py); fills obs.source or obs.source_error."""
+        """Resolve and pack when due (source.py); fills obs.source or obs.source_error.
+
+        Git is asked once for every Playbook with the same repository, ref and credentials
+        (sharedsource.py): an answer younger than this Playbook's interval serves it, and
+        for a `requestedAt`, one that started no earlier than the request (`not_before`).
+        """
         memory, now = state.source_memory, time.monotonic()
         missing = bool(memory.digest) and self.store.get(namespace, name, memory.digest) is None
         decision = source.decide(
@@ -226,6 +240,9 @@ class Reconciler:
                 changed=decision.changed,
                 now=now,
                 resolved_at=c.now_rfc3339(),
+                shared=self.sources,
+                max_age=spec.source.interval_seconds,
+                not_before_wall=not_before,
             )
         if retry_in is not None:
             obs.source_error, obs.source_failures = memory.last_error, memory.failures
@@ -334,6 +351,26 @@ class Reconciler:
         if _differs(status, previous):
             self.kube.patch_status(namespace, name, status)
         return status, transitions
+
+
+def _requested_moment(requested: str | None) -> float:
+    """The wall-clock moment of a `requestedAt` (`time.time()` scale): a resolution that
+    started then or later has seen what was pushed before the request.
+
+    A timestamp (RFC 3339, as `flux reconcile` and `date -u +%FT%TZ` write it) lets
+    every Playbook requested at once share one resolution; whole seconds count from the
+    end of that second, since the push may have happened within it. Anything else, or
+    a moment in the future (a skewed clock), means now: this Playbook asks afresh.
+    """
+    now = time.time()
+    try:
+        moment = datetime.fromisoformat((requested or "").strip().replace("Z", "+00:00"))
+    except ValueError:
+        return now
+    if moment.tzinfo is None:
+        return now
+    wall = moment.timestamp() + (1.0 if moment.microsecond == 0 else 0.0)
+    return min(wall, now)
 
 
 def _unrepeated(transitions: list[Transition], state: _State, now: float) -> list[Transition]:

@@ -98,6 +98,8 @@ def _entry_point(raw: http.EntryPointInfo) -> dict[str, Any]:
     entry["priority"] = raw.priority
     if raw.description:
         entry["description"] = raw.description[:1024]
+    if raw.fields != "kubesoar":  # the router matches these on OpenSOAR's alert fields
+        entry["fields"] = raw.fields
     return entry
 
 

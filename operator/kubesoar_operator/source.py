@@ -22,15 +22,17 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import git
 
 from kubesoar_operator import conditions as c
-from kubesoar_operator.artifacts import ArtifactError, ArtifactStore, ArtifactTooLarge, pack
+from kubesoar_operator.artifacts import ArtifactError, ArtifactStore, ArtifactTooLarge
 from kubesoar_operator.gitsource import Credentials, Resolved, SourceError
 from kubesoar_operator.kube import ApiError
 from kubesoar_operator.sanitize import sanitize
+from kubesoar_operator.sharedsource import SharedSource
 from kubesoar_operator.spec import GitRef, PlaybookSpec
 
 log = logging.getLogger("kubesoar_operator.reconcile")
@@ -135,11 +137,23 @@ def resolve_and_pack(
     changed: bool,
     now: float,
     resolved_at: str,
+    shared: SharedSource | None = None,
+    max_age: float = 0.0,
+    not_before_wall: float | None = None,
 ) -> float | None:
     """Resolve the ref, and fetch and pack when needed; None on success, else the seconds
-    until the next attempt (the failure is in `memory.last_error`)."""
+    until the next attempt (the failure is in `memory.last_error`).
+
+    With `shared` (one per operator), the resolution is taken from one younger than
+    `max_age` seconds that started at or after `not_before_wall`, when another Playbook
+    with the same URL, credentials and ref asked (sharedsource.py); the memory then keeps
+    that resolution's time, so this Playbook falls due with the others. Without it, Git
+    is asked for this Playbook alone.
+    """
     git_spec = spec.source.git
     key = SourceKey.of(spec)
+    alone = shared is None
+    shared = shared or SharedSource(git_client, store)
     creds: Credentials | None = None
     try:
         if key.secret_name:
@@ -147,25 +161,26 @@ def resolve_and_pack(
             if data is None:
                 raise SourceError(c.SECRET_NOT_FOUND, f"secret {key.secret_name!r} not found")
             creds = Credentials.from_secret_data(data)
-        resolved = git_client.resolve(git_spec.url, git_spec.ref, creds)
+        resolution = shared.resolve(
+            git_spec.url, git_spec.ref, creds, max_age=max_age, not_before_wall=not_before_wall
+        )
+        resolved = resolution.resolved
         if memory.refused == (resolved.sha, spec.source.path) and memory.last_error:
             raise ArtifactTooLarge(memory.last_error[1])
         stored = bool(memory.digest) and store.get(namespace, name, memory.digest) is not None
         if changed or memory.resolved != resolved or not stored:
-            repo = git_client.fetch(git_spec.url, resolved, creds)
             try:
-                artifact = pack(repo, resolved.sha, spec.source.path)
+                digest = shared.artifact(git_spec.url, resolved, creds, spec.source.path)
             except ArtifactTooLarge:
                 memory.refused = (resolved.sha, spec.source.path)
                 raise
-            finally:
-                repo.close()
-            store.put(namespace, name, artifact)
-            if artifact.digest not in memory.digests:
+            if store.link(namespace, name, digest) is None:
+                raise ArtifactError(f"artifact {digest[:12]} was removed while linking it")
+            if digest not in memory.digests:
                 # Keep the previous revision's artifact: its pods may restart mid-rollout.
-                memory.digests = [*memory.digests[-1:], artifact.digest]
+                memory.digests = [*memory.digests[-1:], digest]
                 store.prune(namespace, name, keep=set(memory.digests))
-            memory.digest = artifact.digest
+            memory.digest = digest
     except (SourceError, ArtifactError, ApiError) as exc:
         memory.failures += 1
         delay = backoff(memory.failures)
@@ -182,8 +197,17 @@ def resolve_and_pack(
     if memory.resolved != resolved:
         log.info("%s/%s resolved to %s", namespace, name, resolved.revision)
     memory.key, memory.resolved, memory.failures, memory.last_error = key, resolved, 0, None
-    memory.resolved_monotonic, memory.resolved_at = now, resolved_at
+    if alone:
+        memory.resolved_monotonic, memory.resolved_at = now, resolved_at
+    else:  # when Git was asked, maybe for another Playbook: the source is that old
+        memory.resolved_monotonic = resolution.asked_at
+        memory.resolved_at = _rfc3339(resolution.asked_at_wall)
     return None
+
+
+def _rfc3339(wall: float) -> str:
+    moment = datetime.fromtimestamp(wall, UTC).replace(microsecond=0)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def failure(exc: Exception, creds: Credentials | None) -> tuple[str, str]:

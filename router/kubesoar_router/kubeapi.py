@@ -1,9 +1,10 @@
 """A small asyncio client for the Kubernetes API server, on aiohttp.
 
-Only what the router needs: list, watch (a stream of events), get and
-merge-patch. Connection settings come from a kubeconfig or the in-cluster
-service account, read with the official client's loaders so every auth
-method those support (certificates, tokens, exec plugins) works here too.
+Only what the router needs: list, watch (a stream of events), get,
+merge-patch and create (access reviews). Connection settings come from a
+kubeconfig or the in-cluster service account, read with the official client's
+loaders so every auth method those support (certificates, tokens, exec
+plugins) works here too.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class KubeApi:
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         async with self.session.get(
             self._host + path, params=params, ssl=self._ssl, timeout=aiohttp.ClientTimeout(60)
+        ) as response:
+            return await _json(response)
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST `body` (e.g. a SubjectAccessReview, answered in the response's status)."""
+        async with self.session.post(
+            self._host + path, json=body, ssl=self._ssl, timeout=aiohttp.ClientTimeout(10)
         ) as response:
             return await _json(response)
 

@@ -31,6 +31,7 @@ from kubesoar._conditions import (
     lookup_path,
     normalize_anchor,
 )
+from kubesoar._opensoar_alert import OpenSOARCondition
 
 logger = logging.getLogger("kubesoar.router")
 
@@ -73,7 +74,12 @@ def routes_from_status(playbook: str, entry_points: Iterable[Mapping[str, Any]])
         if not isinstance(name, str) or not name:
             continue
         try:
-            condition = compile_conditions(entry.get("conditions") or {})
+            if entry.get("fields") == "opensoar":
+                # Written against OpenSOAR's alert record: matched on its field names
+                # and severities, as the runtime will (kubesoar._opensoar_alert).
+                condition: Condition = OpenSOARCondition.compile(entry.get("conditions") or {})
+            else:
+                condition = compile_conditions(entry.get("conditions") or {})
         except ConditionError as exc:
             logger.warning(
                 "skipping entry point with bad conditions",

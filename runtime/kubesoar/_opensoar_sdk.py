@@ -27,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 # OpenSOAR's playbook priorities, onto kubesoar's integer (higher runs first
 # among entry points of equal `order` in the router).
 PRIORITY_WORDS: Final = {"high": 10, "default": 0, "low": -10}
-OPENSOAR_ATTRIBUTE: Final = "__kubesoar_opensoar__"
+OPENSOAR_ATTRIBUTE: Final = _sdk.OPENSOAR_FIELDS
 # OpenSOAR playbooks reach its database through SQLAlchemy before `opensoar.db`.
 DATABASE_MODULES: Final = frozenset({"sqlalchemy", "asyncpg"})
 DATABASE_NOTE: Final = (

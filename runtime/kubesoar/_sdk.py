@@ -38,6 +38,8 @@ R = TypeVar("R")
 MAX_BACKOFF_SECONDS: Final = 60.0
 ENTRY_ATTRIBUTE: Final = "__kubesoar_playbook__"
 ACTION_ATTRIBUTE: Final = "__kubesoar_action__"
+# Set (by kubesoar._opensoar_sdk) on entry points whose conditions name OpenSOAR's fields.
+OPENSOAR_FIELDS: Final = "__kubesoar_opensoar__"
 
 # Entry points by the module that defined them, in definition order. The
 # loader forgets a module's entries before (re)importing it.
@@ -84,6 +86,7 @@ class EntryPoint:
             "order": self.order,
             "priority": self.priority,
             "description": self.description,
+            "fields": "opensoar" if getattr(self.func, OPENSOAR_FIELDS, False) else "kubesoar",
         }
 
 

@@ -90,3 +90,26 @@ def test_entries_grouped_by_playbook_in_order():
     ]
     matches = state.index.match({"source": "elastic"})
     assert matches[0].entries == ("elastic-only", "early", "late")
+
+
+def test_opensoar_entry_points_are_matched_on_opensoar_fields():
+    """An entry point registered through `opensoar` names OpenSOAR's fields and values
+    (`info` is `low` there): the router matches it as the runtime will."""
+    conditions = {"severity": ["low"], "source_ip": {"$exists": True}}
+    state = build_namespace(
+        "t",
+        playbooks=[
+            playbook(
+                "migrated",
+                [{"name": "triage_low", "trigger": "webhook", "conditions": conditions,
+                  "fields": "opensoar"}],
+            ),
+            playbook("native", [{"name": "low_only", "trigger": "webhook",
+                                 "conditions": {"severity": ["low"]}}]),
+        ],
+    )  # fmt: skip
+    info = {"source": "generic", "severity": "info", "source_ip": "10.0.0.1"}
+    assert [m.playbook for m in state.index.match(info)] == ["migrated"]
+    low = {**info, "severity": "low"}
+    assert sorted(m.playbook for m in state.index.match(low)) == ["migrated", "native"]
+    assert state.index.match({"source": "generic", "severity": "info"}) == []

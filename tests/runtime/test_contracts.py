@@ -256,3 +256,27 @@ async def test_a_runtime_run_record_follows_the_contract() -> None:
     assert result.status == "failed" and "KeyError" in (result.error or "")
     assert result.traceback and "broken" in result.traceback
     forget_module(module)
+
+
+def test_an_opensoar_entry_point_says_whose_fields_its_conditions_name() -> None:
+    from kubesoar import _opensoar_sdk, playbook
+    from kubesoar._sdk import entry_points_of, forget_module
+
+    module = "contract_fields_book"
+    forget_module(module)
+
+    async def migrated(alert: object) -> None:
+        return None
+
+    async def native(alert: object) -> None:
+        return None
+
+    migrated.__module__ = native.__module__ = module
+    _opensoar_sdk.playbook("webhook", conditions={"severity": "low"})(migrated)
+    playbook(trigger="webhook", conditions={"severity": "low"})(native)
+    described = {
+        e.name: http.EntryPointInfo.model_validate(e.describe()) for e in entry_points_of(module)
+    }
+    forget_module(module)
+    assert described["migrated"].fields == "opensoar"
+    assert described["native"].fields == "kubesoar"

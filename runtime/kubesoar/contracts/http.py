@@ -268,6 +268,13 @@ class EntryPointInfo(_Wire):
     order: int = Field(default=1000, description="lower runs first")
     priority: int = Field(default=0, description="higher is more important")
     description: str = Field(default="", description="the first line of the docstring")
+    fields: str = Field(
+        default="kubesoar",
+        pattern="^(kubesoar|opensoar)$",
+        description="whose alert fields and values `conditions` name: `kubesoar`, or"
+        " `opensoar` for entry points registered through the `opensoar` alias (OpenSOAR's"
+        " names, and its severities: `info` is `low`)",
+    )
 
 
 class LoadErrorInfo(_Wire):

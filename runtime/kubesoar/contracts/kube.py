@@ -75,3 +75,22 @@ ANNOTATION_DIGEST: Final = "kubesoar.dev/digest"
 """On a runtime pod template: sha256 of the artifact."""
 ANNOTATION_REVISION: Final = "kubesoar.dev/revision"
 """On a runtime pod template: `<ref>@sha1:<commit>`."""
+
+
+# --- runs.kubesoar.dev: runs and alerts from the system of record --------------
+# Served by the router through API aggregation (an APIService), never stored in etcd;
+# the chart's RBAC names this group and these resources.
+RUNS_API_GROUP: Final = "runs.kubesoar.dev"
+RUNS_API_VERSION: Final = "v1alpha1"
+RUNS_API_VERSION_PATH: Final = f"/apis/{RUNS_API_GROUP}/{RUNS_API_VERSION}"
+RUNS_RESOURCE: Final = "runs"
+ALERTS_RESOURCE: Final = "alerts"
+LABEL_RUN_STATUS: Final = "runs.kubesoar.dev/status"
+"""On a Run object of that API: the run's status (queued … dead), for `-l` selectors."""
+
+# The aggregator's front-proxy headers (the kube-apiserver's --requestheader-* flags
+# name them; the router reads the names from the extension-apiserver-authentication
+# ConfigMap and falls back to these).
+REMOTE_USER_HEADER: Final = "X-Remote-User"
+REMOTE_GROUP_HEADER: Final = "X-Remote-Group"
+REMOTE_EXTRA_HEADER_PREFIX: Final = "X-Remote-Extra-"

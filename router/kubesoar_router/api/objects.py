@@ -1,0 +1,303 @@
+"""Rows of the system of record as Kubernetes objects: `Run` and `Alert` of
+runs.kubesoar.dev/v1alpha1, their lists, and the `Table` kubectl prints.
+
+    Run    metadata.name = the run id; spec = what was asked (playbook, alert,
+           entry points, idempotency key, max attempts); status = what happened
+           (phase, attempt, times, results, every action attempt, the action journal,
+           error, redacted traceback)
+    Alert  metadata.name = the alert id; spec = what people set (status,
+           determination, assignee); status = what came in (source, the normalised
+           alert, its runs) and the activity log (who changed what, when; comments)
+
+resourceVersion is the row's `updated_at` in microseconds since the epoch: it changes
+whenever the row does, so an update can be made conditional on it (409 when stale).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubesoar.contracts import kube
+
+API_VERSION = f"{kube.RUNS_API_GROUP}/{kube.RUNS_API_VERSION}"
+
+
+def timestamp(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resource_version(updated_at: datetime) -> str:
+    return str(int(updated_at.timestamp() * 1_000_000))
+
+
+def human_duration(seconds: float) -> str:
+    """As kubectl shows ages: 45s, 5m12s, 3h, 2d5h, 400d."""
+    s = int(seconds)
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    minutes = s // 60
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    return f"{days}d" if days < 730 else f"{days // 365}y"
+
+
+def _metadata(
+    row: Mapping[str, Any], created: datetime, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "name": str(row["id"]),
+        "namespace": row["namespace"],
+        "uid": str(row["id"]),
+        "resourceVersion": resource_version(row["updated_at"]),
+        "creationTimestamp": timestamp(created),
+    }
+    if labels:
+        metadata["labels"] = labels
+    return metadata
+
+
+def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+# --- runs ---------------------------------------------------------------------------
+def run_object(row: Mapping[str, Any]) -> dict[str, Any]:
+    started, finished = row["started_at"], row["finished_at"]
+    duration = (finished - started).total_seconds() if started and finished else None
+    status = _drop_none(
+        {
+            "phase": row["status"],
+            "attempt": row["attempt"],
+            "startTime": timestamp(started),
+            "completionTime": timestamp(finished),
+            "durationSeconds": round(duration, 3) if duration is not None else None,
+            "error": row["error"],
+        }
+    )
+    result = row.get("result")
+    if isinstance(result, Mapping):
+        status["results"] = result.get("results") or []
+        status["actions"] = result.get("actions") or []
+    elif result is not None:
+        status["results"] = result
+    if row.get("traceback"):
+        status["traceback"] = row["traceback"]
+    if "journal" in row:
+        status["journal"] = [
+            _drop_none(
+                {
+                    "seq": entry.seq,
+                    "action": entry.action,
+                    "status": entry.status,
+                    "attempt": entry.attempt,
+                    "result": entry.result,
+                    "recordedAt": timestamp(entry.recorded_at),
+                }
+            )
+            for entry in row["journal"]
+        ]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Run",
+        "metadata": _metadata(
+            row,
+            row["created_at"],
+            {kube.LABEL_PLAYBOOK: row["playbook"], kube.LABEL_RUN_STATUS: row["status"]},
+        ),
+        "spec": _drop_none(
+            {
+                "playbook": row["playbook"],
+                "alertId": str(row["alert_id"]),
+                "correlationId": row.get("correlation_id"),
+                "entryPoints": list(row["entry_points"]),
+                "idempotencyKey": row["idempotency_key"],
+                "maxAttempts": row["max_attempts"],
+            }
+        ),
+        "status": status,
+    }
+
+
+RUN_COLUMNS = [
+    ("Name", "string", "name", "The run's id."),
+    ("Playbook", "string", "", "The Playbook the run belongs to."),
+    ("Status", "string", "", "queued, running, waiting, succeeded, failed or dead."),
+    ("Attempt", "integer", "", "The delivery attempt, from 1."),
+    ("Age", "string", "", "Time since the run was created."),
+    ("Duration", "string", "", "Start to end (or to now, while it runs)."),
+]
+
+
+def run_cells(row: Mapping[str, Any], now: datetime) -> list[Any]:
+    started, finished = row["started_at"], row["finished_at"]
+    duration = ""
+    if started is not None:
+        duration = human_duration(((finished or now) - started).total_seconds())
+    return [
+        str(row["id"]),
+        row["playbook"],
+        row["status"],
+        row["attempt"],
+        human_duration((now - row["created_at"]).total_seconds()),
+        duration,
+    ]
+
+
+# --- alerts -------------------------------------------------------------------------
+def alert_object(row: Mapping[str, Any]) -> dict[str, Any]:
+    activity = [
+        _drop_none(
+            {
+                "time": timestamp(entry["at"]),
+                "actor": entry["actor"],
+                "kind": entry["kind"],
+                "from": entry["old_value"],
+                "to": entry["new_value"],
+            }
+        )
+        for entry in row.get("activity") or []
+    ]
+    status = _drop_none(
+        {
+            "source": row["source"],
+            "title": row.get("title"),
+            "severity": row.get("severity"),
+            "correlationId": row["correlation_id"],
+            "receivedTime": timestamp(row["received_at"]),
+            "resolvedTime": timestamp(row["resolved_at"]),
+            "alert": row.get("alert"),
+        }
+    )
+    if "runs" in row:
+        status["runs"] = [
+            {"name": str(r["id"]), "playbook": r["playbook"], "phase": r["status"]}
+            for r in row["runs"]
+        ]
+    if "activity" in row:
+        status["comments"] = [
+            {"time": a["time"], "author": a["actor"], "text": a.get("to", "")}
+            for a in activity
+            if a["kind"] == "comment"
+        ]
+        status["activity"] = activity
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Alert",
+        "metadata": _metadata(row, row["received_at"]),
+        "spec": _drop_none(
+            {
+                "status": row["status"],
+                "determination": row["determination"],
+                "assignee": row["assignee"],
+            }
+        ),
+        "status": status,
+    }
+
+
+ALERT_COLUMNS = [
+    ("Name", "string", "name", "The alert's id."),
+    ("Source", "string", "", "The AlertSource it came in through."),
+    ("Severity", "string", "", "The normalised severity."),
+    ("Status", "string", "", "new, in_progress or resolved."),
+    ("Determination", "string", "", "unknown, malicious, suspicious or benign."),
+    ("Assignee", "string", "", "Who works it."),
+    ("Title", "string", "", "The alert's title."),
+    ("Age", "string", "", "Time since it was received."),
+]
+
+
+def alert_cells(row: Mapping[str, Any], now: datetime) -> list[Any]:
+    return [
+        str(row["id"]),
+        row["source"],
+        row.get("severity") or "",
+        row["status"],
+        row["determination"],
+        row["assignee"] or "",
+        row.get("title") or "",
+        human_duration((now - row["received_at"]).total_seconds()),
+    ]
+
+
+# --- lists and tables ---------------------------------------------------------------
+def list_meta(continue_token: str | None) -> dict[str, Any]:
+    return {"continue": continue_token} if continue_token else {}
+
+
+def object_list(kind: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": f"{kind}List", "metadata": list_meta(token),
+            "items": items}  # fmt: skip
+
+
+def metadata_list(items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
+    """`PartialObjectMetadataList`, for metadata-only clients (the namespace controller)."""
+    return {
+        "apiVersion": "meta.k8s.io/v1",
+        "kind": "PartialObjectMetadataList",
+        "metadata": list_meta(token),
+        "items": [
+            {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+             "metadata": item["metadata"]}  # fmt: skip
+            for item in items
+        ],
+    }
+
+
+def table(
+    *,
+    version: str,
+    columns: list[tuple[str, str, str, str]],
+    rows: Iterable[Mapping[str, Any]],
+    cells: Callable[[Mapping[str, Any], datetime], list[Any]],
+    render: Callable[[Mapping[str, Any]], dict[str, Any]],
+    include_object: str,
+    token: str | None,
+) -> dict[str, Any]:
+    """A meta.k8s.io Table; each row carries the object, its metadata or nothing
+    (`includeObject`: Object, Metadata (the default) or None)."""
+    now = datetime.now(UTC)
+    table_rows = []
+    for row in rows:
+        entry: dict[str, Any] = {"cells": cells(row, now)}
+        if include_object != "None":
+            obj = render(row)
+            if include_object != "Object":
+                obj = {"apiVersion": f"meta.k8s.io/{version}", "kind": "PartialObjectMetadata",
+                       "metadata": obj["metadata"]}  # fmt: skip
+            entry["object"] = obj
+        table_rows.append(entry)
+    return {
+        "apiVersion": f"meta.k8s.io/{version}",
+        "kind": "Table",
+        "metadata": list_meta(token),
+        "columnDefinitions": [
+            {"name": n, "type": t, "format": f, "description": d, "priority": 0}
+            for n, t, f, d in columns
+        ],
+        "rows": table_rows,
+    }
+
+
+def parse_name(name: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(name)
+    except ValueError:
+        return None

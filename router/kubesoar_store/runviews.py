@@ -1,0 +1,121 @@
+"""Reading runs for people: list a namespace's runs newest first, page by page, and one
+run with its whole record (for the runs.kubesoar.dev API behind `kubectl get runs`).
+
+Lists are keyset-paged (paging.py) on the (namespace, created_at DESC) index. The
+SQL is assembled from fixed fragments for the filters present, each value a bound
+parameter, so the planner sees a plain `namespace = $1 AND ...` and uses the index
+(a catch-all `$1 IS NULL OR ...` would not, once the prepared plan turns generic).
+A summary list leaves out the large columns (result, traceback) a table never shows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from kubesoar_store.errors import unavailable
+from kubesoar_store.journal import entries
+from kubesoar_store.paging import Position, clamp_limit
+
+SUMMARY_COLUMNS = (
+    "r.id, r.namespace, r.playbook, r.entry_points, r.status, r.attempt, r.max_attempts,"
+    " r.idempotency_key, r.alert_id, r.created_at, r.started_at, r.finished_at, r.updated_at,"
+    " r.error"
+)
+FULL_COLUMNS = SUMMARY_COLUMNS + ", r.result, r.traceback"
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Equality filters; None matches everything. `namespace` None: every namespace."""
+
+    namespace: str | None = None
+    playbook: str | None = None
+    status: str | None = None
+    alert_id: uuid.UUID | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[dict[str, Any]]
+    next: Position | None  # where the next page starts; None on the last page
+
+
+def _where(where: RunFilter, after: Position | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+
+    def bind(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if where.namespace is not None:
+        clauses.append(f"r.namespace = {bind(where.namespace)}")
+    if where.playbook is not None:
+        clauses.append(f"r.playbook = {bind(where.playbook)}")
+    if where.status is not None:
+        clauses.append(f"r.status = {bind(where.status)}")
+    if where.alert_id is not None:
+        clauses.append(f"r.alert_id = {bind(where.alert_id)}")
+    if where.correlation_id is not None:
+        clauses.append(
+            "r.alert_id IN (SELECT a.id FROM alerts a WHERE a.namespace = r.namespace"
+            f" AND a.correlation_id = {bind(where.correlation_id)})"
+        )
+    if after is not None:
+        # Spelled out rather than a row comparison: `created_at <= $t` is an index condition.
+        t, i = bind(after.created_at), bind(after.id)
+        clauses.append(f"r.created_at <= {t} AND (r.created_at < {t} OR r.id < {i})")
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+async def list_runs(
+    pool: asyncpg.Pool,
+    where: RunFilter,
+    *,
+    limit: int | None = None,
+    after: Position | None = None,
+    full: bool = False,
+) -> RunPage:
+    """One page of runs, newest first. `full` adds result and traceback to each."""
+    size = clamp_limit(limit)
+    condition, args = _where(where, after)
+    sql = (
+        f"SELECT {FULL_COLUMNS if full else SUMMARY_COLUMNS} FROM runs r{condition}"  # noqa: S608 - fixed fragments, values bound
+        f" ORDER BY r.created_at DESC, r.id DESC LIMIT {size + 1}"
+    )
+    with unavailable("listing runs"):
+        rows = await pool.fetch(sql, *args)
+    runs = [_decoded(row) for row in rows[:size]]
+    more = len(rows) > size
+    last = runs[-1] if more else None
+    return RunPage(runs, Position(last["created_at"], last["id"]) if last else None)
+
+
+async def get_run(pool: asyncpg.Pool, namespace: str, run_id: uuid.UUID) -> dict[str, Any] | None:
+    """One run of `namespace` with its whole record and its action journal; None if absent."""
+    with unavailable("reading a run"):
+        row = await pool.fetchrow(
+            f"SELECT {FULL_COLUMNS}, a.correlation_id FROM runs r"  # noqa: S608 - fixed columns
+            " JOIN alerts a ON a.id = r.alert_id WHERE r.id = $1 AND r.namespace = $2",
+            run_id,
+            namespace,
+        )
+    if row is None:
+        return None
+    run = _decoded(row)
+    run["journal"] = await entries(pool, run_id)
+    return run
+
+
+def _decoded(row: asyncpg.Record) -> dict[str, Any]:
+    run = dict(row)
+    if run.get("result") is not None:
+        run["result"] = json.loads(run["result"])
+    return run
+
