@@ -32,6 +32,7 @@ import asyncio
 import inspect
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -99,6 +100,25 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     kwargs = {name: pyfuncitem.funcargs[name] for name in parameters if name in pyfuncitem.funcargs}
     asyncio.run(func(**kwargs))
     return True
+
+
+def reset_integrations() -> None:
+    """Empty the integrations' answer cache and refill their rate-limit buckets (both
+    live for the process, as in a runtime pod), if the integrations were imported."""
+    cache = sys.modules.get("kubesoar.integrations._cache")
+    if cache is not None:
+        cache.answer_cache.clear()
+    ratelimit = sys.modules.get("kubesoar.integrations._ratelimit")
+    if ratelimit is not None:
+        ratelimit.reset_buckets()
+
+
+@pytest.fixture(autouse=True)
+def _integrations_start_fresh() -> Iterator[None]:
+    """Every test starts with no cached integration answer and full buckets: one test's
+    VirusTotal answer must not satisfy the next test's lookup."""
+    reset_integrations()
+    yield
 
 
 def make_alert(**fields: Any) -> Alert:

@@ -193,3 +193,19 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("12") == 12.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_the_pytest_plugin_starts_every_test_with_fresh_integrations() -> None:
+    """`kubesoar.testing` empties the answer cache and refills the buckets before each test
+    of a playbook author's suite (an autouse fixture of the registered plugin)."""
+    from kubesoar import testing
+    from kubesoar.integrations import _ratelimit, answer_cache
+
+    answer_cache.put("virustotal:ip:10.0.0.1", {"malicious": 3}, ttl_seconds=3600)
+    _ratelimit.bucket_for("virustotal", "k", per_minute=4)
+    assert answer_cache.get("virustotal:ip:10.0.0.1") == (True, {"malicious": 3})
+    testing.reset_integrations()
+    assert answer_cache.get("virustotal:ip:10.0.0.1") == (False, None)
+    assert not _ratelimit._buckets
+    marker = testing._integrations_start_fresh._fixture_function_marker  # type: ignore[attr-defined]
+    assert marker.autouse is True
