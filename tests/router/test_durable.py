@@ -296,3 +296,26 @@ async def test_a_run_is_reported_to_another_replica_when_its_own_is_gone(
         row = await stored_run(database_url, run_id, until={"succeeded", "failed", "dead"})
     assert row["status"] == "succeeded" and row["attempt"] == 1
     assert peer_url != base_url
+
+
+async def test_a_draining_pod_hands_back_the_runs_it_did_not_start(database_url, runtime_factory):
+    one_at_a_time = {"KUBESOAR_CONCURRENCY": "1", "KUBESOAR_DRAIN_SECONDS": "5"}
+    draining = runtime_factory(SLOW_PLAYBOOK, env=one_at_a_time)
+    other = runtime_factory(SLOW_PLAYBOOK)
+    async with durable_router(database_url, [draining], lease_seconds=30) as (router, base_url):
+        run_ids = []
+        for index in range(3):
+            answer = await send(base_url, {**HIGH, "source_id": f"drain-{index}"})
+            run_ids.append(answer.json()["deliveries"][0]["runId"])
+        for run_id in run_ids:  # all three went to the one pod: one runs, two wait there
+            await stored_run(database_url, run_id, until={"running"})
+        router.snapshot.put(tenant([other]))
+        draining.process.terminate()  # SIGTERM: the pod drains
+        rows = [
+            await stored_run(database_url, run_id, until={"succeeded", "failed", "dead"}, within=40)
+            for run_id in run_ids
+        ]
+    assert [row["status"] for row in rows] == ["succeeded"] * 3
+    # Handed back, not timed out: every run finished on its first attempt, well before
+    # a 30 s lease could have run out.
+    assert [row["attempt"] for row in rows] == [1, 1, 1]
