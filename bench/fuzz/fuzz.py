@@ -31,8 +31,9 @@ from aiohttp import web
 from kubesoar._logs import JsonFormatter, RedactingFilter
 from kubesoar._server import RuntimeServer
 from kubesoar._settings import RuntimeSettings
+from kubesoar.contracts.http import ingest_path
 from kubesoar_router.app import create_ingest_app
-from kubesoar_router.auth import alerts_path, sign
+from kubesoar_router.auth import sign
 from kubesoar_router.ingest import Router
 from kubesoar_router.snapshot import Snapshot, build_namespace
 
@@ -166,10 +167,10 @@ def ingest_request(rng: random.Random) -> tuple[bytes, bytes, list[tuple[bytes, 
     kind = rng.random()
     body = _valid_alert(rng) if kind < 0.15 else _alert(rng)
     if rng.random() < 0.5:
-        path = alerts_path("acme", "siem").encode()
+        path = ingest_path("acme", "siem").encode()
         headers = [(b"Authorization", _header_value(rng, f"Bearer {BEARER}"))]
     else:
-        path = alerts_path("acme", "signed").encode()
+        path = ingest_path("acme", "signed").encode()
         timestamp = rng.choice(
             [str(int(time.time())), "9" * 400, "-5", "abc", "", str(int(time.time()) - 10_000)]
         )

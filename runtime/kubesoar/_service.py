@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from kubesoar._alert import Alert
 from kubesoar._engine import Engine, Run
@@ -17,6 +15,9 @@ from kubesoar._loader import LoadedModule
 from kubesoar._metrics import RuntimeMetrics
 from kubesoar._settings import RuntimeSettings
 from kubesoar.contracts import http
+
+if TYPE_CHECKING:  # httpx is imported by the first run that makes a call
+    import httpx
 
 __all__ = ["NotAccepting", "QueueFull", "RuntimeService"]
 
@@ -83,7 +84,15 @@ class RuntimeService:
         and says where to report); such a run is created even when no entry point
         matches any more, so its (empty) record reaches the router.
         """
-        replay = self.idempotency.get(idempotency_key)
+        cache_key = idempotency_key
+        if dispatched is not None and dispatched.run_id is not None:
+            # A redelivery (attempt + 1) is a new attempt even on the pod that had the
+            # first: its lease ran out because that attempt's reports never arrived, so
+            # answering with the old run would leave nobody to report this one. The
+            # journal keeps completed actions from running again; a repeat of the same
+            # attempt (a dispatcher's retry after no answer) still replays.
+            cache_key = f"{idempotency_key}#attempt-{dispatched.attempt}"
+        replay = self.idempotency.get(cache_key)
         if replay is not None:
             status, (run_id, accepted) = replay
             return status, http.RunAccepted(run_id=run_id, accepted=list(accepted))
@@ -118,7 +127,7 @@ class RuntimeService:
                     run.correlation_id,
                 )
         # Compact (run id, names): the cache holds tens of thousands of answers.
-        self.idempotency.put(idempotency_key, 202, (answer.run_id, tuple(answer.accepted)))
+        self.idempotency.put(cache_key, 202, (answer.run_id, tuple(answer.accepted)))
         return 202, answer
 
     async def _work(self) -> None:

@@ -507,3 +507,37 @@ def test_a_required_token_that_is_missing_stops_the_runtime(tmp_path: Path) -> N
     settings = _settings(tmp_path, "whatever", caller_auth="required")
     with pytest.raises(SettingsError, match="caller-token"):
         settings.caller_token()
+
+
+async def test_a_redelivered_attempt_runs_again_on_the_same_pod(start_runtime: Any) -> None:
+    """A dispatched run's next attempt is a new run even where the first one went (that
+    attempt's reports were lost); the same attempt again is a replay, not a second run."""
+    server, client = await start_runtime("served_attempts", GATED_MODULE)
+    sys.modules["served_attempts"].gate.set()
+
+    def dispatched(attempt: int) -> dict[str, Any]:
+        return {
+            "idempotencyKey": "alert-1:triage",
+            "runId": "0f0e0d0c-0000-4000-8000-000000000001",
+            "attempt": attempt,
+            # Nobody listens there: the reports are lost, as with a pod cut off its router.
+            "report": {"url": "http://127.0.0.1:9", "token": "t" * 32, "heartbeatSeconds": 60},
+            "alert": {"title": "t", "severity": "high"},
+        }
+
+    first = await client.post("/v1/runs", json=dispatched(1))
+    again = await client.post("/v1/runs", json=dispatched(1))
+    second = await client.post("/v1/runs", json=dispatched(2))
+    assert first.status_code == again.status_code == second.status_code == 202
+    assert first.json()["runId"] == again.json()["runId"] == second.json()["runId"]
+
+    async def ran_twice() -> bool:
+        return server.service.report()["runs"]["total"] == 2
+
+    for _ in range(200):
+        if await ran_twice():
+            break
+        await asyncio.sleep(0.05)
+    assert server.service.report()["runs"]["total"] == 2  # attempts 1 and 2, not the replay
+    run = (await client.get("/v1/runs/0f0e0d0c-0000-4000-8000-000000000001")).json()
+    assert run["attempt"] == 2 and run["idempotencyKey"] == "alert-1:triage"

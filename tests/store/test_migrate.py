@@ -15,10 +15,14 @@ import pytest
 from kubesoar_store import MigrationFailed, SchemaTooNew, SchemaTooOld, migrate
 
 SHIPPED = Path(migrate.__file__).parent / "migrations"
+# What this checkout ships; the tests add theirs after it.
+LABELS = [m.label for m in migrate.load_migrations()]
+LATEST = migrate.load_migrations()[-1].version
+NEXT = f"{LATEST + 1:04d}"
 
 
 def migrations_folder(tmp_path: Path, **extra: str) -> Path:
-    """The shipped migrations plus `extra` ({"0002_name": "SQL"}) in a folder of their own."""
+    """The shipped migrations plus `extra` ({"NNNN_name": "SQL"}) in a folder of their own."""
     folder = tmp_path / "migrations"
     shutil.copytree(SHIPPED, folder)
     for name, sql in extra.items():
@@ -36,14 +40,14 @@ async def test_migrate_applies_once_then_is_a_no_op(empty_database_url: str) -> 
     try:
         assert await migrate.schema_version(conn) == 0
         first = await migrate.migrate(conn)
-        assert first.applied == ["0001_initial"]
+        assert first.applied == LABELS and LABELS[0] == "0001_initial"
         assert {"alerts", "runs", "action_journal", "dedup_keys", "replay_keys"} <= await tables(
             conn
         )
         second = await migrate.migrate(conn)
         assert second.applied == []
-        assert await migrate.schema_version(conn) == 1
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+        assert await migrate.schema_version(conn) == LATEST
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(LABELS)
     finally:
         await conn.close()
 
@@ -52,9 +56,10 @@ async def test_concurrent_migrators_apply_each_migration_once(empty_database_url
     conns = [await asyncpg.connect(empty_database_url) for _ in range(5)]
     try:
         results = await asyncio.gather(*(migrate.migrate(conn) for conn in conns))
-        assert sorted(len(r.applied) for r in results) == [0, 0, 0, 0, 1]
-        assert all(r.version == 1 for r in results)
-        assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 1
+        # One migrator applied them all (the advisory lock), the others found them applied.
+        assert sorted(len(r.applied) for r in results) == [0, 0, 0, 0, len(LABELS)]
+        assert all(r.version == LATEST for r in results)
+        assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == len(LABELS)
     finally:
         for conn in conns:
             await conn.close()
@@ -66,7 +71,7 @@ async def test_failing_migration_leaves_the_previous_schema(
     bad = migrations_folder(
         tmp_path,
         **{
-            "0002_half_done": "CREATE TABLE half_done (id int);\n"
+            f"{NEXT}_half_done": "CREATE TABLE half_done (id int);\n"
             "ALTER TABLE runs ADD COLUMN x int;\nSELECT 1 / 0;"
         },
     )
@@ -75,9 +80,9 @@ async def test_failing_migration_leaves_the_previous_schema(
         with pytest.raises(MigrationFailed) as failed:
             await migrate.migrate(conn, migrate.load_migrations(bad))
         message = str(failed.value)
-        assert "0002_half_done" in message and "division by zero" in message
-        assert "stays at version 1" in message
-        assert await migrate.schema_version(conn) == 1
+        assert f"{NEXT}_half_done" in message and "division by zero" in message
+        assert f"stays at version {LATEST}" in message
+        assert await migrate.schema_version(conn) == LATEST
         assert "half_done" not in await tables(conn)
         columns = await conn.fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'"
@@ -89,23 +94,25 @@ async def test_failing_migration_leaves_the_previous_schema(
         )
 
         # Fixed, the same run picks up from the failed migration.
-        (bad / "0002_half_done.sql").write_text("CREATE TABLE half_done (id int);")
+        (bad / f"{NEXT}_half_done.sql").write_text("CREATE TABLE half_done (id int);")
         fixed = await migrate.migrate(conn, migrate.load_migrations(bad))
-        assert fixed.applied == ["0002_half_done"]
+        assert fixed.applied == [f"{NEXT}_half_done"]
         assert "half_done" in await tables(conn)
     finally:
         await conn.close()
 
 
 async def test_a_newer_schema_is_refused(database_url: str, tmp_path: Path) -> None:
-    newer = migrations_folder(tmp_path, **{"0002_future": "CREATE TABLE future (id int);"})
+    newer = migrations_folder(tmp_path, **{f"{NEXT}_future": "CREATE TABLE future (id int);"})
     conn = await asyncpg.connect(database_url)
     try:
         await migrate.migrate(conn, migrate.load_migrations(newer))
-        with pytest.raises(SchemaTooNew, match=r"version 2 .*newer than this kubesoar knows"):
+        with pytest.raises(
+            SchemaTooNew, match=rf"version {LATEST + 1} .*newer than this kubesoar knows"
+        ):
             await migrate.migrate(conn)
         # An older router keeps serving on it: the schema has what it needs.
-        assert await migrate.require_schema(conn) == 2
+        assert await migrate.require_schema(conn) == LATEST + 1
     finally:
         await conn.close()
 
@@ -159,12 +166,12 @@ def test_cli_migrates_from_a_url_file_without_showing_the_password(
 
     first = kubesoar_db("migrate", "--database-url-file", str(url_file))
     assert first.returncode == 0, first.stderr
-    assert "applied 0001_initial" in first.stdout
-    assert "schema at version 1" in first.stdout and ":***@" in first.stdout
+    assert all(f"applied {label}" in first.stdout for label in LABELS)
+    assert f"schema at version {LATEST}" in first.stdout and ":***@" in first.stdout
     second = kubesoar_db("migrate", "--database-url-file", str(url_file))
     assert second.returncode == 0 and "applied" not in second.stdout
     status = kubesoar_db("status", "--database-url", empty_database_url)
-    assert status.returncode == 0 and "schema version 1 (up to date)" in status.stdout
+    assert status.returncode == 0 and f"schema version {LATEST} (up to date)" in status.stdout
     for result in (first, second, status):
         assert password not in result.stdout + result.stderr
 
