@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,13 +23,7 @@ import pytest
 from kubesoar_router.app import create_ingest_app
 from kubesoar_router.ingest import Router
 from kubesoar_router.snapshot import Endpoint
-from router_objects import TINY_PLAYBOOK, serve
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from router_objects import TINY_PLAYBOOK, free_port, serve
 
 
 @dataclass

@@ -28,6 +28,7 @@ from router_objects import (
     TINY_ENTRY_POINTS,
     alertsource,
     endpointslice,
+    free_port,
     new_router,
     playbook,
     serve,
@@ -70,17 +71,17 @@ async def durable_router(database_url: str, runtimes: list[Any], **policy: Any) 
     """A router with the system of record on `database_url`, served on loopback."""
     router = new_router()
     router.snapshot.put(tenant(runtimes))
+    port = free_port("127.0.0.1")  # chosen first: the dispatcher announces this URL
     async with open_durable(
         database_url,
         router.snapshot,
-        report_url="http://unset.invalid",
+        report_url=f"http://127.0.0.1:{port}",
         caller_key=None,
         policy=DispatchPolicy(idle_interval=0.05, **policy),
         metrics=router.metrics,
     ) as durable:
         router.durable = durable
-        async with serve(create_ingest_app(router)) as base_url:
-            durable.dispatcher.report_url = base_url  # known once the port is
+        async with serve(create_ingest_app(router), port=port) as base_url:
             yield router, base_url
 
 
@@ -287,9 +288,16 @@ async def test_a_run_is_reported_to_another_replica_when_its_own_is_gone(
 ):
     runtime = runtime_factory(SLOW_PLAYBOOK)
     async with durable_router(database_url, [], announce_every=0.2) as (_, peer_url):
-        await asyncio.sleep(0.5)  # the peer announced its URL in the database
-        async with durable_router(database_url, [runtime], announce_every=0.2) as (_, base_url):
-            await asyncio.sleep(0.5)
+        async with durable_router(database_url, [runtime], announce_every=0.2) as (
+            router,
+            base_url,
+        ):
+            # The dispatching replica knows its peer (announced in the database) before
+            # it dispatches anything.
+            deadline = time.monotonic() + 20
+            while peer_url not in router.durable.dispatcher._peers:
+                assert time.monotonic() < deadline, "the peer never announced itself"
+                await asyncio.sleep(0.05)
             run_id = (await send(base_url, HIGH)).json()["deliveries"][0]["runId"]
             await stored_run(database_url, run_id, until={"running"})
         # The dispatching replica is gone (a rolling upgrade): the pod reports elsewhere.
