@@ -116,6 +116,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=DEFAULT_MAX_QUEUED_PER_PLAYBOOK,
         help="queued runs of one Playbook above which ingest answers 429",
     )
+    runs_api = parser.add_argument_group(
+        "runs API",
+        "serve runs.kubesoar.dev (kubectl get runs/alerts) over HTTPS to the cluster's "
+        "aggregator; needs the database (docs/operations.md)",
+    )
+    runs_api.add_argument("--api-listen", help="HTTPS address host:port, e.g. 0.0.0.0:8443")
+    runs_api.add_argument("--api-tls-cert-file", type=Path, help="serving certificate (PEM)")
+    runs_api.add_argument("--api-tls-key-file", type=Path, help="its private key (PEM)")
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -191,6 +199,8 @@ async def _serve(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> 
         logger.info("system of record connected: alerts are committed before 202")
     else:
         logger.warning("no database: alerts go straight to runtime pods (not durable)")
+    if args.api_listen:
+        await _start_runs_api(args, api, router, stack)
     # No access log: a line per request (JSON-formatted) would cost more than routing the
     # alert; the metrics count requests and refusals are logged with their reason.
     runners = [
@@ -235,6 +245,28 @@ async def _serve(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> 
         for runner in runners:
             await runner.cleanup()
         await api.close()
+
+
+async def _start_runs_api(
+    args: argparse.Namespace, api: KubeApi, router: Router, stack: contextlib.AsyncExitStack
+) -> None:
+    from kubesoar_router.api import server  # only a router that serves the API needs it
+
+    if router.durable is None:
+        raise SystemExit(
+            "kubesoar router: --api-listen serves the database: pass --database-url-file"
+        )
+    if args.api_tls_cert_file is None or args.api_tls_key_file is None:
+        raise SystemExit(
+            "kubesoar router: --api-listen needs --api-tls-cert-file and --api-tls-key-file"
+        )
+    host, port = split_listen(args.api_listen)
+    runner = await server.start(
+        router.durable.pool, api, host=host, port=port,
+        cert_file=args.api_tls_cert_file, key_file=args.api_tls_key_file,
+    )  # fmt: skip
+    stack.push_async_callback(runner.cleanup)
+    logger.info("runs API listening", extra={"listen": args.api_listen})
 
 
 def main(argv: Sequence[str]) -> int:

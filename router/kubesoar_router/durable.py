@@ -145,16 +145,12 @@ def alert_uuid(alert_id: str) -> uuid.UUID:
     return uuid.UUID(hex=alert_id.removeprefix("al-")[:32].ljust(32, "0"))
 
 
-async def check_replay(durable: Durable, replay_key: bytes | None, window: float) -> None:
-    """Across replicas: a signature another replica already accepted is a replay."""
-    if replay_key is None:
-        return
+async def first_use(durable: Durable, replay_key: bytes, window: float) -> bool:
+    """Across replicas: False when another replica already took this signature."""
     try:
-        fresh = await keys.remember_replay(durable.pool, replay_key, window)
+        return await keys.remember_replay(durable.pool, replay_key, window)
     except StoreUnavailable:
         raise _unavailable() from None
-    if not fresh:
-        raise IngestError(401, "replayed_signature", "the signature was already used")
 
 
 async def check_rate(durable: Durable, scope: str, rate: float, burst: int) -> None:

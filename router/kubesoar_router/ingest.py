@@ -251,9 +251,12 @@ async def _accept(
                 "the source is suspended",
                 retry_after=SUSPENDED_RETRY_AFTER,
             )
-        if router.durable is not None and source.spec.auth.hmac is not None:
-            window = source.spec.auth.hmac.replay_window_seconds
-            await durable.check_replay(router.durable, replay_key, window)
+        hmac_auth = source.spec.auth.hmac
+        if router.durable is not None and replay_key is not None and hmac_auth is not None:
+            window = hmac_auth.replay_window_seconds
+            if not await durable.first_use(router.durable, replay_key, window):
+                # Another replica took it: the same uniform refusal as a local replay.
+                raise Unauthenticated("replayed", "the signature was already used")
         return await _process(router, state, source, body, now, correlation_id)
     except IngestError:
         # A refused or failed request releases its signature, so the sender may retry

@@ -327,3 +327,69 @@ async def test_a_draining_pod_hands_back_the_runs_it_did_not_start(database_url,
     # Handed back, not timed out: every run finished on its first attempt, well before
     # a 30 s lease could have run out.
     assert [row["attempt"] for row in rows] == [1, 1, 1]
+
+
+def shared_tenant() -> Any:
+    """An HMAC source with dedup and a rate limit, and a Playbook without pods (runs wait)."""
+    return build_namespace(
+        "tenant-a",
+        alertsources=[
+            alertsource(
+                "signed",
+                spec={
+                    "auth": {"hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}},
+                    "dedup": {"key": "source_id", "windowSeconds": 300},
+                    "rateLimit": {"requestsPerSecond": 0.01, "burst": 2},
+                },
+            )
+        ],
+        secrets={"ingest": {"hmac": b"shared-hmac-key"}},
+        playbooks=[playbook("triage", TINY_ENTRY_POINTS[:1])],
+    )
+
+
+async def test_dedup_replay_and_rate_limits_hold_across_router_replicas(database_url):
+    """Two replicas on one database: what one accepted, the other knows."""
+    from kubesoar.contracts.http import ingest_path
+    from kubesoar_router.auth import sign
+
+    def signed(body: bytes) -> dict[str, str]:
+        stamp = str(int(time.time()))
+        path = ingest_path("tenant-a", "signed")
+        return {
+            "X-Kubesoar-Timestamp": stamp,
+            "X-Kubesoar-Signature": sign(b"shared-hmac-key", stamp, body, path=path),
+        }
+
+    async def post(base_url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            path = "/v1/namespaces/tenant-a/sources/signed/alerts"
+            return await client.post(path, content=body, headers=headers)
+
+    async with durable_router(database_url, []) as (a, a_url):
+        async with durable_router(database_url, []) as (b, b_url):
+            for router in (a, b):
+                router.snapshot.put(shared_tenant())
+            first = json.dumps({**HIGH, "source_id": "e-1"}).encode()
+            headers = signed(first)
+            accepted = await post(a_url, first, headers)
+            replayed = await post(b_url, first, headers)  # the same signed request
+            # The same alert again (another body, the same dedup key), freshly signed.
+            again = json.dumps({**HIGH, "source_id": "e-1", "title": "again"}).encode()
+            duplicate = await post(b_url, again, signed(again))
+            # Burst 2 for the source across both replicas: the third alert is refused.
+            third = json.dumps({**HIGH, "source_id": "e-3"}).encode()
+            limited = await post(b_url, third, signed(third))
+    assert accepted.status_code == 202 and accepted.json()["duplicate"] is False
+    assert replayed.status_code == 401 and replayed.json()["error"] == "unauthorized"
+    assert duplicate.status_code == 202 and duplicate.json()["duplicate"] is True
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    rejected = [
+        line
+        for line in b.metrics.exposition().decode().splitlines()
+        if line.startswith("kubesoar_router_alerts_rejected_total{") and 'reason="replayed"' in line
+    ]
+    assert rejected == [
+        'kubesoar_router_alerts_rejected_total{reason="replayed",source="signed",'
+        'tenant_namespace="tenant-a"} 1.0'
+    ]

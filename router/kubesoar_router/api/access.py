@@ -95,10 +95,12 @@ def review_body(user: User, attributes: Attributes) -> dict[str, Any]:
 
 def forbidden_message(user: User, attributes: Attributes) -> str:
     """Worded as the kube-apiserver words its own refusals."""
-    where = f' in the namespace "{attributes.namespace}"' if attributes.namespace else (
-        " at the cluster scope"
+    where = (
+        f' in the namespace "{attributes.namespace}"'
+        if attributes.namespace
+        else (" at the cluster scope")
     )
-    subject = f'{attributes.resource}.{kube.RUNS_API_GROUP}'
+    subject = f"{attributes.resource}.{kube.RUNS_API_GROUP}"
     if attributes.name:
         subject += f' "{attributes.name}"'
     return (

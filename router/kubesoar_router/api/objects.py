@@ -15,9 +15,10 @@ whenever the row does, so an update can be made conditional on it (409 when stal
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubesoar.contracts import kube
@@ -26,13 +27,26 @@ API_VERSION = f"{kube.RUNS_API_GROUP}/{kube.RUNS_API_VERSION}"
 
 
 def timestamp(value: datetime | None) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else _rfc3339(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rfc3339(value: datetime) -> str:
+    # Cached: a group commit gives a whole batch of runs one timestamp.
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
 def resource_version(updated_at: datetime) -> str:
-    return str(int(updated_at.timestamp() * 1_000_000))
+    return str((updated_at - EPOCH) // MICROSECOND)
+
+
+def parse_resource_version(text: str) -> datetime:
+    """The `updated_at` a resourceVersion stands for; ValueError for any other text."""
+    return EPOCH + int(text) * MICROSECOND
 
 
 def human_duration(seconds: float) -> str:
@@ -61,10 +75,11 @@ def human_duration(seconds: float) -> str:
 def _metadata(
     row: Mapping[str, Any], created: datetime, labels: dict[str, str] | None = None
 ) -> dict[str, Any]:
+    name = _name(row)
     metadata: dict[str, Any] = {
-        "name": str(row["id"]),
+        "name": name,
         "namespace": row["namespace"],
-        "uid": str(row["id"]),
+        "uid": name,
         "resourceVersion": resource_version(row["updated_at"]),
         "creationTimestamp": timestamp(created),
     }
@@ -73,11 +88,21 @@ def _metadata(
     return metadata
 
 
+def _name(row: Mapping[str, Any]) -> str:
+    name = row.get("name")
+    return name if isinstance(name, str) else str(row["id"])
+
+
 def _drop_none(values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
 
 
 # --- runs ---------------------------------------------------------------------------
+def run_metadata(row: Mapping[str, Any]) -> dict[str, Any]:
+    labels = {kube.LABEL_PLAYBOOK: row["playbook"], kube.LABEL_RUN_STATUS: row["status"]}
+    return _metadata(row, row["created_at"], labels)
+
+
 def run_object(row: Mapping[str, Any]) -> dict[str, Any]:
     started, finished = row["started_at"], row["finished_at"]
     duration = (finished - started).total_seconds() if started and finished else None
@@ -116,11 +141,7 @@ def run_object(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "Run",
-        "metadata": _metadata(
-            row,
-            row["created_at"],
-            {kube.LABEL_PLAYBOOK: row["playbook"], kube.LABEL_RUN_STATUS: row["status"]},
-        ),
+        "metadata": run_metadata(row),
         "spec": _drop_none(
             {
                 "playbook": row["playbook"],
@@ -151,7 +172,7 @@ def run_cells(row: Mapping[str, Any], now: datetime) -> list[Any]:
     if started is not None:
         duration = human_duration(((finished or now) - started).total_seconds())
     return [
-        str(row["id"]),
+        _name(row),
         row["playbook"],
         row["status"],
         row["attempt"],
@@ -161,6 +182,10 @@ def run_cells(row: Mapping[str, Any], now: datetime) -> list[Any]:
 
 
 # --- alerts -------------------------------------------------------------------------
+def alert_metadata(row: Mapping[str, Any]) -> dict[str, Any]:
+    return _metadata(row, row["received_at"])
+
+
 def alert_object(row: Mapping[str, Any]) -> dict[str, Any]:
     activity = [
         _drop_none(
@@ -200,7 +225,7 @@ def alert_object(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "Alert",
-        "metadata": _metadata(row, row["received_at"]),
+        "metadata": alert_metadata(row),
         "spec": _drop_none(
             {
                 "status": row["status"],
@@ -226,7 +251,7 @@ ALERT_COLUMNS = [
 
 def alert_cells(row: Mapping[str, Any], now: datetime) -> list[Any]:
     return [
-        str(row["id"]),
+        _name(row),
         row["source"],
         row.get("severity") or "",
         row["status"],
@@ -238,24 +263,38 @@ def alert_cells(row: Mapping[str, Any], now: datetime) -> list[Any]:
 
 
 # --- lists and tables ---------------------------------------------------------------
-def list_meta(continue_token: str | None) -> dict[str, Any]:
-    return {"continue": continue_token} if continue_token else {}
+def list_meta(continue_token: str | None, version: str | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"resourceVersion": version} if version else {}
+    if continue_token:
+        meta["continue"] = continue_token
+    return meta
 
 
-def object_list(kind: str, items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": f"{kind}List", "metadata": list_meta(token),
-            "items": items}  # fmt: skip
+def object_list(
+    kind: str, items: list[dict[str, Any]], token: str | None, version: str | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": f"{kind}List",
+        "metadata": list_meta(token, version),
+        "items": items,
+    }
 
 
-def metadata_list(items: list[dict[str, Any]], token: str | None) -> dict[str, Any]:
+def metadata_list(
+    items: list[dict[str, Any]], token: str | None, version: str | None = None
+) -> dict[str, Any]:
     """`PartialObjectMetadataList`, for metadata-only clients (the namespace controller)."""
     return {
         "apiVersion": "meta.k8s.io/v1",
         "kind": "PartialObjectMetadataList",
-        "metadata": list_meta(token),
+        "metadata": list_meta(token, version),
         "items": [
-            {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-             "metadata": item["metadata"]}  # fmt: skip
+            {
+                "apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadata",
+                "metadata": item["metadata"],
+            }
             for item in items
         ],
     }
@@ -268,26 +307,31 @@ def table(
     rows: Iterable[Mapping[str, Any]],
     cells: Callable[[Mapping[str, Any], datetime], list[Any]],
     render: Callable[[Mapping[str, Any]], dict[str, Any]],
+    metadata: Callable[[Mapping[str, Any]], dict[str, Any]],
     include_object: str,
     token: str | None,
+    resource_version: str | None = None,
 ) -> dict[str, Any]:
     """A meta.k8s.io Table; each row carries the object, its metadata or nothing
-    (`includeObject`: Object, Metadata (the default) or None)."""
+    (`includeObject`: Object, Metadata (the default) or None). Metadata is built on its
+    own: rendering whole objects only to keep their metadata doubled a page's cost."""
     now = datetime.now(UTC)
     table_rows = []
     for row in rows:
         entry: dict[str, Any] = {"cells": cells(row, now)}
-        if include_object != "None":
-            obj = render(row)
-            if include_object != "Object":
-                obj = {"apiVersion": f"meta.k8s.io/{version}", "kind": "PartialObjectMetadata",
-                       "metadata": obj["metadata"]}  # fmt: skip
-            entry["object"] = obj
+        if include_object == "Object":
+            entry["object"] = render(row)
+        elif include_object != "None":
+            entry["object"] = {
+                "apiVersion": f"meta.k8s.io/{version}",
+                "kind": "PartialObjectMetadata",
+                "metadata": metadata(row),
+            }
         table_rows.append(entry)
     return {
         "apiVersion": f"meta.k8s.io/{version}",
         "kind": "Table",
-        "metadata": list_meta(token),
+        "metadata": list_meta(token, resource_version),
         "columnDefinitions": [
             {"name": n, "type": t, "format": f, "description": d, "priority": 0}
             for n, t, f, d in columns

@@ -60,7 +60,10 @@ def _collect(
     query: Mapping[str, str], fields: Mapping[str, str], labels: Mapping[str, str], namespace: str
 ) -> dict[str, str]:
     wanted: dict[str, str] = {}
-    sources = (("fieldSelector", "field selector", fields), ("labelSelector", "label selector", labels))
+    sources = (
+        ("fieldSelector", "field selector", fields),
+        ("labelSelector", "label selector", labels),
+    )
     for param, what, known in sources:
         for key, value in _pairs(query.get(param, ""), what):
             if key == "metadata.namespace" and param == "fieldSelector":

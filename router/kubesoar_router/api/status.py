@@ -29,13 +29,20 @@ class ApiProblem(Exception):
     """Raised by a handler; answered as a `Status` with this code and message."""
 
     def __init__(
-        self, code: int, message: str, *, resource: str | None = None, name: str | None = None
+        self,
+        code: int,
+        message: str,
+        *,
+        resource: str | None = None,
+        name: str | None = None,
+        field: str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.resource = resource
         self.name = name
+        self.field = field  # for 422: the field at fault, listed as the cause kubectl prints
 
 
 def body(problem: ApiProblem) -> dict[str, Any]:
@@ -52,6 +59,10 @@ def body(problem: ApiProblem) -> dict[str, Any]:
         details: dict[str, Any] = {"group": kube.RUNS_API_GROUP, "kind": problem.resource}
         if problem.name:
             details["name"] = problem.name
+        if problem.field:
+            details["causes"] = [
+                {"reason": "FieldValueInvalid", "field": problem.field, "message": problem.message}
+            ]
         status["details"] = details
     return status
 
@@ -71,4 +82,15 @@ def not_found(resource: str, name: str) -> ApiProblem:
         f'{resource}.{kube.RUNS_API_GROUP} "{name}" not found',
         resource=resource,
         name=name,
+    )
+
+
+def invalid(resource: str, name: str, field: str, message: str) -> ApiProblem:
+    """422 as kubectl shows it: `The alerts "x" is invalid: spec.status: <message>`."""
+    return ApiProblem(
+        422,
+        f'{resource}.{kube.RUNS_API_GROUP} "{name}" is invalid: {field}: {message}',
+        resource=resource,
+        name=name,
+        field=field,
     )
