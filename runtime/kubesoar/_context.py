@@ -9,13 +9,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Final, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from kubesoar._journal import ActionJournal
 from kubesoar._redact import redact
 from kubesoar._secrets import Secrets
+
+if TYPE_CHECKING:  # imported by the first `ctx.http`: a pod waiting for runs never needs it
+    import httpx
 
 __all__ = [
     "MAX_ATTEMPTS_PER_RUN",
@@ -35,7 +36,22 @@ BackoffSleep = Callable[[float], Awaitable[None]]
 
 # A runaway loop of actions must not grow one run's record without bound.
 MAX_ATTEMPTS_PER_RUN: Final = 1000
-DEFAULT_HTTP_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
+
+
+def default_http_timeout() -> httpx.Timeout:
+    """Timeouts of `ctx.http` and the integrations' own clients: 30 s, 10 s to connect."""
+    import httpx
+
+    return httpx.Timeout(30.0, connect=10.0)
+
+
+def __getattr__(name: str) -> Any:
+    # `DEFAULT_HTTP_TIMEOUT` as before, built on first use so that importing this module
+    # does not import httpx.
+    if name == "DEFAULT_HTTP_TIMEOUT":
+        return default_http_timeout()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _current: ContextVar[RunContext | None] = ContextVar("kubesoar_run_context", default=None)
 # (run id, correlation id) for log lines of a run outside any entry point's
@@ -170,8 +186,10 @@ class RunContext:
     def http(self) -> httpx.AsyncClient:
         """An httpx client with timeouts, closed when the run ends."""
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient(
-                timeout=DEFAULT_HTTP_TIMEOUT,
+                timeout=default_http_timeout(),
                 transport=self._http_transport,
                 follow_redirects=False,
             )

@@ -13,9 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from kubesoar._alert import Alert
 from kubesoar._context import (
@@ -32,6 +30,9 @@ from kubesoar._reports import RunReports
 from kubesoar._sdk import EntryPoint
 from kubesoar._traceback import describe_failure, playbook_root
 from kubesoar.contracts import http
+
+if TYPE_CHECKING:  # httpx is imported by the first run that makes a call
+    import httpx
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "Engine", "Run", "RunTotals", "UnknownEntryPoints"]
 
@@ -108,6 +109,9 @@ class Run:
     attempt: int = 1
     report: http.ReportTo | None = None
     journal: ActionJournal | None = None
+    # Heartbeats keep the lease from the moment the pod accepts the run until its
+    # record is delivered: a run waiting in the pod's queue holds its lease too.
+    heartbeats: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
@@ -265,15 +269,14 @@ class Engine:
         log_token = bind_log_ids(run.id, run.correlation_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("run %s started: %s", run.id, ", ".join(e.name for e in run.entry_points))
-        heartbeats = (
-            asyncio.create_task(self.reports.heartbeats(run.report, run.id))
-            if run.report is not None
-            else None
-        )
+        self.keep_lease(run)
         try:
             for entry in run.entry_points:
                 run.results.append(await self._run_entry(run, entry))
         except asyncio.CancelledError:
+            # A drain that ran out: no more heartbeats, so the lease runs out and the
+            # router gives the run to another pod, attempt + 1.
+            self.release_lease(run)
             run.error = ABANDONED_ERROR
             run.results.append({"name": "", "status": "cancelled", "error": run.error})
             raise
@@ -300,13 +303,28 @@ class Engine:
                 run.duration_seconds,
             )
             unbind_log_ids(log_token)
-            if heartbeats is not None:
-                heartbeats.cancel()
         if run.report is not None:
-            # Not reached when the run was cancelled (a drain that ran out): its lease
-            # then runs out and the router gives it to another pod, attempt + 1.
-            await self.reports.result(run.report, run.id, run.to_result())
+            try:
+                # Heartbeats go on while the record is delivered: the database may be
+                # restarting (503s for seconds), and the lease must outlast that.
+                await self.reports.result(run.report, run.id, run.to_result())
+            finally:
+                self.release_lease(run)
         return run
+
+    def keep_lease(self, run: Run) -> None:
+        """Start heartbeating a dispatched run (from admission; idempotent)."""
+        if run.report is not None and run.heartbeats is None:
+            run.heartbeats = asyncio.create_task(
+                self.reports.heartbeats(run.report, run.id), name=f"heartbeats-{run.id}"
+            )
+
+    @staticmethod
+    def release_lease(run: Run) -> None:
+        """Stop heartbeating: the record is delivered, or the run was given up."""
+        if run.heartbeats is not None:
+            run.heartbeats.cancel()
+            run.heartbeats = None
 
     def _count(self, run: Run) -> None:
         self.totals.total += 1
@@ -326,6 +344,7 @@ class Engine:
         window ended before it started): counted, and a WARNING per run id."""
         left = [run for run in self._history.values() if run.status == "queued"]
         for run in left:
+            self.release_lease(run)  # dispatched: the lease runs out, another pod runs it
             run.status = "abandoned"
             run.error = ABANDONED_ERROR
             run.finished = _now()

@@ -2,11 +2,12 @@
 resolve_current_alert, ...`) with OpenSOAR's signatures, validation and
 return shapes.
 
-kubesoar has no alert database yet, so a change is applied to the run's
-alert view (the object the entry point received, seen by the rest of the
-run) and recorded, in OpenSOAR's activity vocabulary, in the entry point's
-result under `alertActivity`. Nothing outside the run changes, and
-`assign_current_alert` cannot check that the analyst exists.
+A change is applied to the run's alert view (the object the entry point
+received, seen by the rest of the run) and recorded, in OpenSOAR's activity
+vocabulary, in the entry point's result under `alertActivity`; a router with a
+database applies those records to the stored alert when it records the run's
+result (kubesoar_store.alertviews.apply_run_activity). `assign_current_alert`
+cannot check that the analyst exists.
 """
 
 from __future__ import annotations

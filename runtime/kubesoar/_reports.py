@@ -20,19 +20,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
-
-import httpx
+from typing import TYPE_CHECKING, Any, Final
 
 from kubesoar.contracts import caller, http
+
+if TYPE_CHECKING:  # imported by the first report: a pod waiting for runs never needs it
+    import httpx
 
 __all__ = ["RunReports"]
 
 log = logging.getLogger("kubesoar.reports")
 
-TIMEOUT: Final = httpx.Timeout(5.0, connect=2.0)
+TIMEOUT_SECONDS: Final = (5.0, 2.0)
+"""A report's timeout, and its connect timeout."""
 RETRY_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Pauses between tries of one report: about 16 s in all, then it is given up."""
+
+
+def _http_error() -> type[Exception]:
+    import httpx
+
+    return httpx.HTTPError
 
 
 class RunReports:
@@ -44,8 +52,13 @@ class RunReports:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
+            total, connect = TIMEOUT_SECONDS
             self._client = httpx.AsyncClient(
-                timeout=TIMEOUT, transport=self._transport, follow_redirects=False
+                timeout=httpx.Timeout(total, connect=connect),
+                transport=self._transport,
+                follow_redirects=False,
             )
         return self._client
 
@@ -61,13 +74,14 @@ class RunReports:
         return await self._post(to, run_id, "actions", http.dump(entry))
 
     async def result(self, to: http.ReportTo, run_id: str, result: http.RunResult) -> bool:
+        # The engine keeps heartbeating until this returns (Engine.keep_lease).
         return await self._post(to, run_id, "result", http.dump(result))
 
     async def release(self, to: http.ReportTo, run_id: str) -> bool:
         return await self._post(to, run_id, "release", {}, retries=2)
 
     async def heartbeats(self, to: http.ReportTo, run_id: str) -> None:
-        """Heartbeat until cancelled (the run ended)."""
+        """Heartbeat until cancelled (from admission until the record is delivered)."""
         while True:
             await asyncio.sleep(to.heartbeat_seconds)
             await self.heartbeat(to, run_id)
@@ -95,7 +109,7 @@ class RunReports:
             for url in urls:
                 try:
                     response = await self._http().post(url, json=body, headers=headers)
-                except httpx.HTTPError as exc:
+                except _http_error() as exc:
                     problem = type(exc).__name__
                     continue
                 if response.status_code < 300:

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import httpx
 from aiohttp import web
 
 from kubesoar._gc import tune_gc
@@ -22,6 +22,11 @@ from kubesoar._loader import LoadedModule, LoadError, load_module
 from kubesoar._logs import configure_json_logging
 from kubesoar._service import RuntimeService
 from kubesoar._settings import RuntimeSettings, SettingsError
+
+if (
+    TYPE_CHECKING
+):  # httpx is imported when a run first makes a call: a pod waiting for runs never needs it.
+    import httpx
 
 __all__ = ["RuntimeServer", "main_runtime"]
 

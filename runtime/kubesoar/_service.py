@@ -54,7 +54,10 @@ class RuntimeService:
         )
         self.idempotency = IdempotencyCache()
         self.draining = False
-        self._queue: asyncio.Queue[Run] = asyncio.Queue(maxsize=settings.queue_size)
+        # Unbounded as an asyncio.Queue (whose maxsize 0 would mean "no bound"); the
+        # bound is `queue_size` runs waiting beyond the idle workers (`_would_wait`).
+        self._queue: asyncio.Queue[Run] = asyncio.Queue()
+        self._idle_workers = 0
         self._workers: list[asyncio.Task[None]] = []
         self._runs_by_status: dict[str, Any] = {}
 
@@ -103,8 +106,8 @@ class RuntimeService:
         entry_points = self.engine.select(alert, playbooks)
         answer = http.RunAccepted(run_id=None, accepted=[])
         if entry_points or (dispatched is not None and dispatched.run_id is not None):
-            if self._queue.full():
-                raise QueueFull(f"{self._queue.maxsize} runs are already waiting")
+            if self._would_wait() > self.settings.queue_size:
+                raise QueueFull(f"{self.settings.queue_size} runs are already waiting")
             run = self.engine.create_run(
                 alert,
                 entry_points,
@@ -113,6 +116,8 @@ class RuntimeService:
                 **_dispatch_fields(dispatched),
             )
             self._queue.put_nowait(run)
+            # The lease is kept while the run waits in this queue, not only once it runs.
+            self.engine.keep_lease(run)
             self.metrics.queue_depth.set(self._queue.qsize())
             answer = http.RunAccepted(
                 run_id=run.id, accepted=[entry.name for entry in entry_points]
@@ -130,9 +135,17 @@ class RuntimeService:
         self.idempotency.put(cache_key, 202, (answer.run_id, tuple(answer.accepted)))
         return 202, answer
 
+    def _would_wait(self) -> int:
+        """Runs that would wait for a worker if one more were admitted."""
+        return max(0, self._queue.qsize() + 1 - self._idle_workers)
+
     async def _work(self) -> None:
         while True:
-            run = await self._queue.get()
+            self._idle_workers += 1
+            try:
+                run = await self._queue.get()
+            finally:
+                self._idle_workers -= 1
             self.metrics.queue_depth.set(self._queue.qsize())
             self.metrics.in_flight.inc()
             try:
@@ -208,6 +221,7 @@ class RuntimeService:
             self._queue.put_nowait(run)
         for run in handed_back:
             assert run.report is not None
+            self.engine.release_lease(run)
             run.status = "released"
             await self.engine.reports.release(run.report, run.id)
         if handed_back:

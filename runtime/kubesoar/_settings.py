@@ -80,7 +80,8 @@ class RuntimeSettings:
             host=env.get("KUBESOAR_POD_IP") or "127.0.0.1",
             port=_int(env, "KUBESOAR_PORT", 8080, minimum=0),
             concurrency=_int(env, "KUBESOAR_CONCURRENCY", 8),
-            queue_size=_int(env, "KUBESOAR_QUEUE_SIZE", 100),
+            # 0: no run waits; only what an idle worker takes at once is admitted.
+            queue_size=_int(env, "KUBESOAR_QUEUE_SIZE", 100, minimum=0),
             timeout_seconds=_float(env, "KUBESOAR_TIMEOUT_SECONDS", 300.0),
             drain_seconds=_float(env, "KUBESOAR_DRAIN_SECONDS", 25.0),
             secrets_dir=Path(env.get("KUBESOAR_SECRETS_DIR") or "/var/run/kubesoar/secrets"),

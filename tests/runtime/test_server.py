@@ -123,6 +123,7 @@ async def test_report_probes_and_a_full_run(start_runtime: Any) -> None:
                 "order": 1,
                 "priority": 0,
                 "description": "enrich high alerts",
+                "fields": "kubesoar",
             },
             {
                 "name": "unmatched",
@@ -131,6 +132,7 @@ async def test_report_probes_and_a_full_run(start_runtime: Any) -> None:
                 "order": 2,
                 "priority": 0,
                 "description": "",
+                "fields": "kubesoar",
             },
         ],
         "loadError": None,
@@ -541,3 +543,22 @@ async def test_a_redelivered_attempt_runs_again_on_the_same_pod(start_runtime: A
     assert server.service.report()["runs"]["total"] == 2  # attempts 1 and 2, not the replay
     run = (await client.get("/v1/runs/0f0e0d0c-0000-4000-8000-000000000001")).json()
     assert run["attempt"] == 2 and run["idempotencyKey"] == "alert-1:triage"
+
+
+async def test_queue_size_zero_means_no_run_waits(start_runtime: Any) -> None:
+    """`queueSize: 0` (the CRD allows it) admits only what an idle worker takes at once;
+    it must not turn into an unbounded queue (asyncio.Queue's maxsize 0)."""
+    _, client = await start_runtime("served_no_queue", GATED_MODULE, queue_size=0, concurrency=1)
+
+    def body(key: str) -> dict[str, Any]:
+        return {"idempotencyKey": key, "alert": {"title": "t", "severity": "high"}}
+
+    first = await client.post("/v1/runs", json=body("k-1"))
+    for _ in range(100):  # the worker takes it (and waits on the gate)
+        if (await client.get("/metrics")).text.count("kubesoar_runs_in_flight 1.0"):
+            break
+        await asyncio.sleep(0.02)
+    second = await client.post("/v1/runs", json=body("k-2"))
+    assert first.status_code == 202
+    assert second.status_code == 429 and second.json()["error"] == "queue_full"
+    sys.modules["served_no_queue"].gate.set()
