@@ -30,7 +30,9 @@ pytestmark = pytest.mark.cluster
 
 RATE = 20.0
 SECONDS = 12.0
-RETRYABLE = {"202", "429", "503", "no-connection"}
+# What a sender may see besides 202 and retry: a busy or unavailable answer, a router that
+# is not there, a connection cut mid-request (maybe accepted: the same body again).
+RETRYABLE = ("202", "429", "503", "no-connection", "no-answer:")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def assert_nothing_lost_nothing_repeated(outcome: Outcome) -> None:
     # The sender retried what the routers asked it to retry: every alert got its 202.
     assert row.sent == outcome.offered_rate * outcome.seconds
     assert row.accepted == row.sent, report
-    assert set(outcome.sender.statuses) <= RETRYABLE, report
+    assert all(status.startswith(RETRYABLE) for status in outcome.sender.statuses), report
     # ... and every one of them has exactly one finished run of the Playbook.
     assert row.missing == 0, report
     assert row.finished == row.accepted, report
@@ -94,19 +96,12 @@ def test_a_runtime_pod_killed_mid_run(world: FaultWorld, outcomes: list[Outcome]
 def test_a_new_commit_rolls_the_pods(world: FaultWorld, outcomes: list[Outcome]) -> None:
     outcome = scenario(world, outcomes, "git_commit_rollout")
     assert_nothing_lost_nothing_repeated(outcome)
-    assert f" v{world.version}" in world.side_effects.read_text()  # the new code ran
+    # The rollout really replaced the code: alerts sent now run the new commit.
+    after = run_scenario(world, "no_fault", rate=5, seconds=1)
+    assert after.ledger.row.finished == 5, details(after)
+    assert f" v{world.version}" in world.side_effects.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "runs the killed replica had leased end dead: their reports go to the dead "
-        "replica's address, the lease runs out, and each redelivery (same idempotency "
-        "key, attempt + 1) reaches the same pod, whose idempotency cache answers 202 "
-        "without running it (runtime/kubesoar/_service.py RuntimeService.submit)"
-    ),
-)
 def test_a_router_replica_killed(world: FaultWorld, outcomes: list[Outcome]) -> None:
     outcome = scenario(world, outcomes, "router_sigkill")
     assert outcome.sender.failovers >= 1, details(outcome)  # it did fail over
@@ -125,23 +120,13 @@ def test_the_operator_restarted(world: FaultWorld, outcomes: list[Outcome]) -> N
     assert_nothing_lost_nothing_repeated(outcome)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "a run waiting in a runtime pod's queue does not heartbeat (heartbeats start when "
-        "a worker takes it, runtime/kubesoar/_engine.py Engine.execute), so its lease runs "
-        "out while the pod still holds it; the redelivery reaches the same pod and is "
-        "answered from its idempotency cache (RuntimeService.submit), and the run ends "
-        "dead although the pod runs it later"
-    ),
-)
 def test_a_burst_beyond_the_pods_capacity_waits_its_turn(
     world: FaultWorld, outcomes: list[Outcome]
 ) -> None:
     """Not a fault: runs of 1 s, two at a time per pod, and a burst of 100 alerts, so
-    runs wait in the pods' queues (100 each) for longer than the lease (5 s). A busy pod
-    should be work that waits, not work lost. Last in the module: it leaves the pods slow."""
+    runs wait in the pods' queues (100 each) for longer than the lease (15 s). A busy pod
+    should be work that waits, not work lost: a run waiting in a pod's queue heartbeats
+    from admission, so its lease holds. Last in the module: it leaves the pods slow."""
     world.reconfigure(hold_seconds=1.0, concurrency=2)
     outcome = run_scenario(world, "no_fault", rate=20, seconds=5)
     outcome.scenario = "burst_beyond_capacity"
