@@ -36,25 +36,23 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import asyncpg
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
+import database  # noqa: E402
 import experiments  # noqa: E402
+import slice_check  # noqa: E402
 import speedups  # noqa: E402
 import stack  # noqa: E402
 
 from hack.localcluster.postgres import LocalPostgres  # noqa: E402
 
-FINAL = ("succeeded", "failed", "dead")
 DRAIN_LIMIT_SECONDS = 300.0
 
 
@@ -69,80 +67,6 @@ def _floor() -> Any:
 
 
 floor = _floor()
-
-
-# --- the database ----------------------------------------------------------------
-async def prepare(url: str) -> None:
-    from kubesoar_store import migrate
-
-    conn = await asyncpg.connect(url)
-    try:
-        await migrate.migrate(conn)
-    finally:
-        await conn.close()
-
-
-async def empty_tables(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("TRUNCATE alerts CASCADE; TRUNCATE dedup_keys")
-    finally:
-        await conn.close()
-
-
-async def wait_final(url: str, limit: float) -> float:
-    """Poll until no run is queued or running; the time it took (or `limit`)."""
-    started = time.monotonic()
-    conn = await asyncpg.connect(url)
-    try:
-        while time.monotonic() - started < limit:
-            # Each count reads one partial index (runs_queue, runs_leases), not the table.
-            left = await conn.fetchval(
-                "SELECT (SELECT count(*) FROM runs WHERE status = 'queued')"
-                " + (SELECT count(*) FROM runs WHERE status = 'running')"
-            )
-            if left == 0:
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await conn.close()
-    return time.monotonic() - started
-
-
-async def tally(url: str, load_ended: datetime) -> dict[str, Any]:
-    conn = await asyncpg.connect(url)
-    try:
-        statuses = dict(await conn.fetch("SELECT status, count(*) FROM runs GROUP BY status"))
-        row = await conn.fetchrow(
-            """
-            SELECT count(*) FILTER (WHERE finished_at <= $1) AS during_load,
-                   extract(epoch FROM max(finished_at) - min(created_at)) AS span,
-                   extract(epoch FROM max(finished_at) - $1) AS after_load,
-                   percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP
-                       (ORDER BY extract(epoch FROM finished_at - created_at)) AS latency,
-                   (SELECT count(*) FROM alerts) AS alerts,
-                   (SELECT count(*) FROM alerts a WHERE NOT EXISTS
-                       (SELECT 1 FROM runs r WHERE r.alert_id = a.id
-                        AND r.status = ANY($2::text[]))) AS without_final_run
-            FROM runs
-            """,
-            load_ended,
-            list(FINAL),
-        )
-    finally:
-        await conn.close()
-    latency = row["latency"] or [0.0, 0.0]
-    return {
-        "run_statuses": statuses,
-        "finished": sum(statuses.get(s, 0) for s in FINAL),
-        "finished_during_load": row["during_load"],
-        "span_s": float(row["span"] or 0.0),
-        "last_finish_after_load_s": float(row["after_load"] or 0.0),
-        "alert_to_finished_p50_ms": latency[0] * 1000,
-        "alert_to_finished_p99_ms": latency[1] * 1000,
-        "alerts_stored": row["alerts"],
-        "alerts_without_final_run": row["without_final_run"],
-    }
 
 
 # --- one load ---------------------------------------------------------------------
@@ -161,17 +85,17 @@ def run_load(url: str, mode: str, value: int, seconds: float) -> dict[str, Any]:
 def measure(
     servers: stack.Stack, db_url: str, postmaster: int, mode: str, value: int, seconds: float
 ) -> dict[str, Any]:
-    asyncio.run(empty_tables(db_url))
+    asyncio.run(database.empty_tables(db_url))
     load_avg = Path("/proc/loadavg").read_text().split()[0]
     pids = servers.pids
     cpu_before = {name: floor.process_cpu(pid) for name, pid in pids.items()}
     pg_before = floor.postgres_cpu(postmaster)
     load = run_load(servers.ingest_url, mode, value, seconds)
     load_ended = datetime.now().astimezone()
-    drain = asyncio.run(wait_final(db_url, DRAIN_LIMIT_SECONDS))
+    drain = asyncio.run(database.wait_final(db_url, DRAIN_LIMIT_SECONDS))
     cpu = {name: floor.process_cpu(pid) - cpu_before[name] for name, pid in pids.items()}
     cpu["postgres"] = floor.postgres_cpu_between(pg_before, floor.postgres_cpu(postmaster))
-    stored = asyncio.run(tally(db_url, load_ended))
+    stored = asyncio.run(database.tally(db_url, load_ended))
     accepted = max(1, load["accepted"])
     per_alert_us = {name: seconds_ / accepted * 1e6 for name, seconds_ in cpu.items()}
     return {
@@ -238,7 +162,7 @@ def print_durable(label: str, r: dict[str, Any]) -> None:
         f"{label:<22} accepted {r['accepted_per_s']:>6,.0f}/s p50 {r['p50_ms']:6.1f} "
         f"p99 {r['p99_ms']:7.1f} ms | finished {r['finished_per_s_during_load']:>6,.0f}/s "
         f"during load, {r['finished_per_s_end_to_end']:>6,.0f}/s end to end, drain "
-        f"{r['last_finish_after_load_s']:5.1f} s, alert→finished p50 "
+        f"{max(0.0, r['last_finish_after_load_s']):5.1f} s, alert→finished p50 "
         f"{r['alert_to_finished_p50_ms']:,.0f} p99 {r['alert_to_finished_p99_ms']:,.0f} ms | "
         f"CPU µs/alert router {cpu['router']:.0f} + runtime {cpu['runtime']:.0f} + "
         f"postgres {cpu['postgres']:.0f} = {r['cpu_us_per_alert_total']:.0f} "
@@ -281,7 +205,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
             url_file = Path(state) / "bench-database-url"
             url_file.touch(mode=0o600)
             url_file.write_text(url)
-            asyncio.run(prepare(url))
+            asyncio.run(database.prepare(url))
             # The postmaster, found as a backend's parent; prints fsync and synchronous_commit.
             postmaster = asyncio.run(floor.postmaster_pid(url))
             if not args.no_floor:
@@ -329,7 +253,7 @@ def run_profile(args: argparse.Namespace) -> None:
         server.up()
         try:
             url = server.database_url
-            asyncio.run(prepare(url))
+            asyncio.run(database.prepare(url))
             postmaster = asyncio.run(floor.postmaster_pid(url))
             servers = stack.start(
                 url,
@@ -350,78 +274,6 @@ def run_profile(args: argparse.Namespace) -> None:
         stats = pstats.Stats(str(path))
         stats.sort_stats("tottime").print_stats(30)
         stats.sort_stats("cumulative").print_stats(50)
-
-
-async def send_and_collect(url: str, alerts: int, connections: int) -> dict[str, Any]:
-    """Send `alerts` alerts; the run ids of the 202 answers and the other answers."""
-    import aiohttp
-    import loadgen
-
-    run_ids: list[str] = []
-    others: dict[str, int] = {}
-    queue = list(range(alerts))
-    headers = {
-        "Authorization": f"Bearer {stack.router_main.TOKEN}",
-        "Content-Type": "application/json",
-    }
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-
-        async def worker() -> None:
-            while queue:
-                body = loadgen.alert_body(queue.pop())
-                async with session.post(url, data=body, headers=headers) as response:
-                    answer = await response.json(content_type=None)
-                    if response.status == 202:
-                        run_ids.extend(d["runId"] for d in answer["deliveries"])
-                    else:
-                        others[str(response.status)] = others.get(str(response.status), 0) + 1
-
-        await asyncio.gather(*(worker() for _ in range(connections)))
-    return {"run_ids": run_ids, "others": others}
-
-
-async def final_statuses(url: str, run_ids: list[str]) -> dict[str, Any]:
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch("SELECT id::text AS id, status FROM runs")
-        alerts = await conn.fetchval("SELECT count(*) FROM alerts")
-    finally:
-        await conn.close()
-    stored = {row["id"]: row["status"] for row in rows}
-    by_status: dict[str, int] = {}
-    for status in stored.values():
-        by_status[status] = by_status.get(status, 0) + 1
-    return {
-        "alerts_stored": alerts,
-        "runs_stored": len(stored),
-        "by_status": by_status,
-        "missing": sorted(i for i in run_ids if stored.get(i) not in FINAL),
-        "unexpected": sorted(set(stored) - set(run_ids)),
-    }
-
-
-def run_slice(args: argparse.Namespace) -> dict[str, Any]:
-    """A bounded pass through the bench's processes on an existing, migrated database:
-    every accepted alert must end with one final run; none missing, none extra."""
-    url = args.database_url_file.read_text().strip()
-    servers = stack.start(url, speedups=speedups_of(args), experiments=tuple(args.experiment))
-    try:
-        sent = asyncio.run(send_and_collect(servers.ingest_url, args.alerts, 16))
-        drain = asyncio.run(wait_final(url, 120))
-        stored = asyncio.run(final_statuses(url, sent["run_ids"]))
-        errors = servers.log_records("router", "error", "critical") + servers.log_records(
-            "runtime", "error", "critical"
-        )
-    finally:
-        servers.stop()
-    return {
-        "sent": args.alerts,
-        "accepted": len(sent["run_ids"]),
-        "other_answers": sent["others"],
-        "drain_s": drain,
-        **stored,
-        "error_log_records": [str(r.get("message"))[:300] for r in errors],
-    }
 
 
 def speedups_of(args: argparse.Namespace) -> tuple[str, ...]:
@@ -457,7 +309,12 @@ def main() -> None:
     else:
         if args.database_url_file is None:
             parser.error("slice needs --database-url-file")
-        results = run_slice(args)
+        url = args.database_url_file.read_text().strip()
+        servers = stack.start(url, speedups=speedups_of(args), experiments=tuple(args.experiment))
+        try:
+            results = asyncio.run(slice_check.run(servers, url, args.alerts))
+        finally:
+            servers.stop()
     if args.json:
         print(json.dumps(results, default=str))
 

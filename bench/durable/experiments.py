@@ -72,8 +72,9 @@ def _reports_bounded() -> None:
             limits = httpx.Limits(
                 max_connections=REPORTS_IN_FLIGHT, max_keepalive_connections=REPORTS_IN_FLIGHT
             )
+            total, connect = _reports.TIMEOUT_SECONDS
             self._client = httpx.AsyncClient(
-                timeout=_reports.TIMEOUT,
+                timeout=httpx.Timeout(total, connect=connect),
                 transport=self._transport,
                 follow_redirects=False,
                 limits=limits,
@@ -83,7 +84,7 @@ def _reports_bounded() -> None:
     async def bounded_post(self: Any, *args: Any, **kwargs: Any) -> bool:
         slot = slots.setdefault(id(self), asyncio.Semaphore(REPORTS_IN_FLIGHT))
         async with slot:
-            return await original_post(self, *args, **kwargs)  # type: ignore[no-any-return]
+            return await original_post(self, *args, **kwargs)
 
     _reports.RunReports._http = bounded_http  # type: ignore[method-assign]
     _reports.RunReports._post = bounded_post  # type: ignore[method-assign]
@@ -115,7 +116,8 @@ def _reports_aiohttp() -> None:
         *,
         retries: int = len(_reports.RETRY_DELAYS),
     ) -> bool:
-        url = to.url.rstrip("/") + http.run_callback_path(run_id, what)
+        path = http.run_callback_path(run_id, what)
+        urls = [base.rstrip("/") + path for base in (to.url, *to.fallback_urls)]
         headers = {
             "Authorization": caller.authorization(to.token),
             "Content-Type": "application/json",
@@ -125,23 +127,25 @@ def _reports_aiohttp() -> None:
         for pause in (0.0, *_reports.RETRY_DELAYS[:retries]):
             if pause:
                 await asyncio.sleep(pause)
-            try:
-                async with session_of(self).post(
-                    url, data=data, headers=headers, allow_redirects=False
-                ) as response:
-                    status = response.status
-                    await response.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = type(exc).__name__
-                continue
-            if status < 300:
-                return True
-            if status == 403:
-                _reports.log.warning("run %s: the router refused the %s report", run_id, what)
-                return False
-            problem = f"HTTP {status}"
-            if status < 500 and status != 429:
-                break
+            for url in urls:
+                try:
+                    async with session_of(self).post(
+                        url, data=data, headers=headers, allow_redirects=False
+                    ) as response:
+                        status = response.status
+                        await response.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    problem = type(exc).__name__
+                    continue
+                if status < 300:
+                    return True
+                if status == 403:
+                    _reports.log.warning("run %s: the router refused the %s report", run_id, what)
+                    return False
+                problem = f"HTTP {status}"
+                if status < 500 and status != 429:
+                    _reports.log.warning("run %s: %s report refused (%s)", run_id, what, problem)
+                    return False
         _reports.log.warning("run %s: %s report not delivered (%s)", run_id, what, problem)
         return False
 
@@ -173,7 +177,7 @@ def _pool_no_reset() -> None:
 def _journal_on_redelivery() -> None:
     from kubesoar_router import dispatcher
 
-    real_entries = dispatcher.journal.entries
+    real_entries = getattr(dispatcher, "journal").entries  # noqa: B009 - not re-exported
 
     async def entries_of(pool: Any, run_id: uuid.UUID) -> Any:
         if first_attempts.pop(run_id, False):
@@ -186,10 +190,10 @@ def _journal_on_redelivery() -> None:
     async def request_body(self: Any, run: Any, key: str) -> bytes:
         if run.attempt == 1:
             first_attempts[run.id] = True
-        return await original_body(self, run, key)  # type: ignore[no-any-return]
+        return await original_body(self, run, key)
 
-    dispatcher.journal = SimpleNamespace(entries=entries_of)  # type: ignore[assignment]
-    dispatcher.Dispatcher._request_body = request_body  # type: ignore[method-assign]
+    setattr(dispatcher, "journal", SimpleNamespace(entries=entries_of))  # noqa: B010
+    setattr(dispatcher.Dispatcher, "_request_body", request_body)  # noqa: B010
 
 
 COMPLETE_BATCH = """
@@ -217,11 +221,16 @@ class _ResultBatcher:
     MAX_BATCH = 256
     MAX_WAIT = 0.002
 
-    def __init__(self) -> None:
+    def __init__(self, unbatched: Any) -> None:
+        self.unbatched = unbatched
         self.waiting: dict[uuid.UUID, tuple[str, Any, asyncio.Future[bool]]] = {}
         self.flusher: asyncio.Task[None] | None = None
 
-    async def complete(self, pool: Any, run_id: uuid.UUID, token: str, record: Any) -> bool:
+    async def complete(
+        self, pool: Any, run_id: uuid.UUID, token: str, record: Any, *, also: Any = None
+    ) -> bool:
+        if also is not None:  # alert changes to write in the same transaction: one by one
+            return await self.unbatched(pool, run_id, token, record, also=also)  # type: ignore[no-any-return]
         if record.status not in ("succeeded", "failed"):
             raise ValueError(f"a run ends succeeded or failed, not {record.status!r}")
         if run_id in self.waiting:  # a retried report of one already waiting
@@ -302,13 +311,13 @@ class _ResultBatcher:
 def _batched_results() -> None:
     from kubesoar_router import callbacks
 
-    real = callbacks.dispatch
-    batcher = _ResultBatcher()
+    real = getattr(callbacks, "dispatch")  # noqa: B009 - not re-exported
+    batcher = _ResultBatcher(real.complete)
     proxy = SimpleNamespace(
         **{name: getattr(real, name) for name in dir(real) if not name.startswith("__")}
     )
     proxy.complete = batcher.complete
-    callbacks.dispatch = proxy  # type: ignore[assignment]
+    setattr(callbacks, "dispatch", proxy)  # noqa: B010
 
 
 _PATCHES: dict[str, Callable[[], None]] = {

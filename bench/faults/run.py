@@ -47,6 +47,7 @@ def details(outcome: Outcome) -> str:
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(sender.statuses.items()))
     runs = ", ".join(f"{k}: {v}" for k, v in sorted(ledger.run_statuses.items()))
     accepted = max(1, ledger.row.accepted)
+    drain = ledger.row.finished / (outcome.seconds + ledger.settled_in)
     cpu = ", ".join(
         f"{part} {seconds:.1f}s ({seconds / accepted * 1e6:,.0f} µs/alert)"
         for part, seconds in outcome.cpu_seconds.items()
@@ -55,6 +56,8 @@ def details(outcome: Outcome) -> str:
         f"{outcome.scenario} ({outcome.offered_rate:g}/s for {outcome.seconds:g}s, "
         f"load average {outcome.load_average:.1f} at the start)",
         *(f"  {note}" for note in outcome.notes),
+        f"  {ledger.row.finished:,} runs finished in {outcome.seconds + ledger.settled_in:.0f}s "
+        f"from the first alert: {drain:.0f} runs/s",
         f"  answers: {statuses}; failovers {sender.failovers}; "
         f"alerts that waited for a free connection {sender.late_starts}",
         f"  runs: {runs}; replayed from the journal {ledger.replayed}; "
@@ -79,9 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(SCENARIOS),
         help="repeatable; default the five faults (no_fault: the same load, nothing fails)",
     )
-    parser.add_argument("--lease-seconds", type=float, default=WorldSettings.lease_seconds)
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="the routers' --lease-seconds (30, their default; the test slice uses 15)",
+    )
     parser.add_argument("--hold-seconds", type=float, default=WorldSettings.hold_seconds)
     parser.add_argument("--concurrency", type=int, default=WorldSettings.concurrency)
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=0,
+        help="longest wait for quiet after the load (default: six leases and a minute)",
+    )
     parser.add_argument("--results", type=Path, default=HERE / "results.json")
     args = parser.parse_args(argv)
 
@@ -101,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for name in args.scenario or FAULTS:
                 print(f"--- {name}: {args.rate:g}/s for {args.seconds:g}s", file=sys.stderr)
-                outcome = run_scenario(world, name, rate=args.rate, seconds=args.seconds)
+                outcome = run_scenario(
+                    world,
+                    name,
+                    rate=args.rate,
+                    seconds=args.seconds,
+                    quiet_timeout=args.quiet_timeout,
+                )
                 outcomes.append(outcome)
                 print(details(outcome), file=sys.stderr)
         finally:

@@ -201,8 +201,11 @@ FAULTS = [name for name in SCENARIOS if name != "no_fault"]
 """The issue's five, in the order the runner takes them by default."""
 
 
-def run_scenario(world: FaultWorld, name: str, *, rate: float, seconds: float) -> Outcome:
-    """Load at `rate` alerts/s for `seconds` with fault `name` injected; then the ledger."""
+def run_scenario(
+    world: FaultWorld, name: str, *, rate: float, seconds: float, quiet_timeout: float = 0
+) -> Outcome:
+    """Load at `rate` alerts/s for `seconds` with fault `name` injected; then the ledger,
+    waiting at most `quiet_timeout` seconds for quiet (default: six leases and a minute)."""
     inject = SCENARIOS[name]
     world.wait_steady()
     give_up = 120.0
@@ -227,7 +230,7 @@ def run_scenario(world: FaultWorld, name: str, *, rate: float, seconds: float) -
             world.database_url(),
             sender.sent,
             world.side_effects,
-            quiet_timeout=s.lease_seconds * s.max_attempts * 2 + 60,
+            quiet_timeout=quiet_timeout or s.lease_seconds * s.max_attempts * 2 + 60,
             killed_pids=injected.killed_pids,
         )
     )

@@ -87,7 +87,7 @@ async def triage(alert: Alert) -> dict:
 
 @dataclass(frozen=True)
 class WorldSettings:
-    lease_seconds: float = 5.0
+    lease_seconds: float = 15.0
     """The routers' --lease-seconds: how soon a run of a killed pod is redelivered."""
     hold_seconds: float = 0.2
     """How long a run stays open after its side effect (the window a fault lands in)."""

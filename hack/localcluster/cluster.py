@@ -512,6 +512,12 @@ class LocalCluster:
                 # (the API rejects them); endpointslices.py does that instead.
                 "--controllers=*,-endpointslice-controller,-endpoints-controller",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # As a large cluster runs it (the defaults, 20 QPS / burst 30 and 5 syncs,
+                # pace 1,000 Deployments at ~5/s): see hack/README.md.
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+                "--concurrent-deployment-syncs=50",
+                "--concurrent-replicaset-syncs=50",
                 # One instance: a held lease from a previous run would only delay start.
                 "--leader-elect=false",
                 "--profiling=false",

@@ -74,9 +74,7 @@ def ensure_ca(pki_dir: Path, stem: str = "ca") -> None:
     )  # fmt: skip
 
 
-def _signed_cert(
-    pki_dir: Path, stem: str, subject: str, extensions: str, ca: str = "ca"
-) -> None:
+def _signed_cert(pki_dir: Path, stem: str, subject: str, extensions: str, ca: str = "ca") -> None:
     key, cert = pki_dir / f"{stem}.key", pki_dir / f"{stem}.crt"
     if key.exists() and cert.exists():
         return

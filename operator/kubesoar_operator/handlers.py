@@ -103,26 +103,38 @@ def register(
         outcome = _run(reconciler, body)
         if outcome.gone:
             return  # deleted meanwhile: its DELETED event follows
+        # A spec change may turn an idle Playbook into one rolling out: look again soon.
+        refresher.REFRESHER.refresh_soon(
+            PLAYBOOK.plural,
+            body.metadata["namespace"],
+            body.metadata["name"],
+            status_interval if outcome.next_refresh is None else outcome.next_refresh,
+        )
         _post(body, outcome)
         if outcome.invalid_spec:
             raise kopf.PermanentError(outcome.invalid_spec)
         if outcome.retry_in is not None:
             raise kopf.TemporaryError(_why(outcome), delay=outcome.retry_in)
 
-    def playbook_refresh(body: kopf.Body) -> None:
+    def playbook_refresh(body: kopf.Body) -> float | None:
         # Never raises for a failed source: the refresh keeps ticking, and the
         # reconcile itself backs off Git between ticks.
         if _being_deleted(body):
-            return
+            return None
         outcome = _run(reconciler, body)
         if outcome.gone:
             # Found gone (its status patch 404s, or the owner check before applying
             # children): stop refreshing it, since its DELETED event may never come.
             raise refresher.Gone()
         _post(body, outcome)
+        return outcome.next_refresh  # settled without pods: not before its source is due
 
     # Not a kopf timer: timers make kopf hold a finalizer on every Playbook (refresher.py).
     refresher.REFRESHER.register(PLAYBOOK.plural, playbook_refresh, status_interval)
+    # Idle Playbooks learn of new runs on record from one query for all (runcounts.py).
+    refresher.REFRESHER.register_sweep(
+        PLAYBOOK.plural, lambda: reconciler.changed_run_counts(), status_interval
+    )
 
     @kopf.on.event(**resource, registry=registry)
     def playbook_seen(event: kopf.RawEvent, **_: Any) -> None:

@@ -49,6 +49,10 @@ log = logging.getLogger("kubesoar_operator.reconcile")
 # The same Event (reason and message) is posted at most once in this many seconds: a
 # crash-looping pod or a flapping Git server would otherwise post one per cycle.
 EVENT_REPEAT_SECONDS = 600.0
+# A settled Playbook with no pods (spec.replicas 0, or suspended) is looked at again when
+# its source falls due, a watch event or changed run counters say so, and at the latest
+# after this long (a safety net for changes nobody reports, such as a deleted Deployment).
+IDLE_RESYNC_SECONDS = 300.0
 # User actions: always worth an Event, however soon they repeat.
 _ALWAYS_POSTED = frozenset({"Suspended", "Resumed", "NewRevision"})
 _BAD_WAITING = {
@@ -81,6 +85,9 @@ class Outcome:
     gone: bool = False
     invalid_spec: str | None = None  # a permanent failure until the spec changes
     suspended: bool = False
+    # Seconds until the periodic refresh has something to look at again (None: at its
+    # usual interval): a settled Playbook with no pods only when its source falls due.
+    next_refresh: float | None = None
 
 
 class _OwnerGone(Exception):
@@ -92,7 +99,9 @@ class _State:
     """What the operator remembers about one Playbook between reconciles."""
 
     source_memory: source.SourceMemory = field(default_factory=source.SourceMemory)
-    applied: str = ""
+    # Fingerprint of each child (kind/name) as last applied: only changed ones are applied
+    # again (a new commit changes the Deployment alone: one call, not four).
+    applied: dict[str, str] = field(default_factory=dict)
     # The status this operator last wrote; fresher than a body the refresher was handed.
     last_status: dict[str, Any] | None = None
     # (Event reason, message) -> when it was last posted, to keep flapping from flooding.
@@ -184,18 +193,41 @@ class Reconciler:
             obs.suspended = True
             status, transitions = self._publish(namespace, name, obs, previous)
             state.last_status = {**previous, **status}
-            return Outcome(status, transitions, suspended=True)
+            return Outcome(status, transitions, suspended=True, next_refresh=IDLE_RESYNC_SECONDS)
 
         not_before = _requested_moment(requested) if forced else None
         retry_in = self._source(
             namespace, name, spec, state, obs, forced=forced, not_before=not_before
         )
+        # The Deployment as read before applying, when nothing was applied: observing
+        # reuses it instead of reading it again (one API call fewer per refresh).
+        unchanged: tuple[dict[str, Any] | None] | None = None
         if obs.source is not None:
-            retry_in = self._apply(body, spec, state, obs) or retry_in
-        self._observe(namespace, name, spec, obs)
+            applied_retry, unchanged = self._apply(body, spec, state, obs)
+            retry_in = applied_retry or retry_in
+        self._observe(namespace, name, spec, obs, unchanged)
         status, transitions = self._publish(namespace, name, obs, previous)
         state.last_status = {**previous, **status}
-        return Outcome(status, transitions, retry_in=retry_in)
+        next_refresh = None if retry_in is not None else _idle_for(spec, state, obs)
+        return Outcome(status, transitions, retry_in=retry_in, next_refresh=next_refresh)
+
+    def changed_run_counts(self) -> list[tuple[str, str]]:
+        """Playbooks whose run counters on record differ from their status: one query for
+        all (runcounts.py), so that idle Playbooks need no refresh to notice new runs."""
+        if self.run_counts is None:
+            return []
+        with self._guard:
+            known = [(key, state.last_status) for key, state in self._states.items()]
+        changed = []
+        for (namespace, name), last in known:
+            if last is None:
+                continue
+            runs = self.run_counts.status_runs(namespace, name)
+            if runs is None:
+                return []  # the database is unreachable: nothing is known to have changed
+            if runs != last.get("runs"):
+                changed.append((namespace, name))
+        return changed
 
     # --- steps -------------------------------------------------------------
     def _source(
@@ -262,7 +294,9 @@ class Reconciler:
 
     def _apply(
         self, body: Mapping[str, Any], spec: PlaybookSpec, state: _State, obs: Observation
-    ) -> float | None:
+    ) -> tuple[float | None, tuple[dict[str, Any] | None] | None]:
+        """Apply the children when they changed (or the Deployment is missing): the retry
+        delay of a failure, and `(deployment,)` as read when nothing was applied."""
         assert obs.source is not None
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
@@ -286,21 +320,28 @@ class Reconciler:
             default_image=self.settings.runtime_image,
         )
         objs = children.owned_children(ctx, body)
-        fingerprint = children.fingerprint(objs)
-        exists = self.kube.read_deployment(namespace, render.runtime_name(name)) is not None
-        if fingerprint == state.applied and exists:
-            return None
+        fingerprints = {_child_key(o): children.fingerprint([o]) for o in objs}
+        deployment = self.kube.read_deployment(namespace, render.runtime_name(name))
+        if deployment is None:
+            changed = objs  # missing (deleted by hand, or never applied): all of them again
+        else:
+            changed = [
+                o for o in objs if state.applied.get(_child_key(o)) != fingerprints[_child_key(o)]
+            ]
+        if not changed:
+            return None, (deployment,)
         if not self._owner_current(body):
             # A body from before the Playbook was deleted (a queued refresh, a late event):
             # applying would re-create children the garbage collector just removed.
             raise _OwnerGone
         try:
-            children.apply_all(self.kube, objs)
+            children.apply_all(self.kube, changed)
         except children.ApplyError as exc:
             obs.apply_error = str(exc)
-            return source.MIN_BACKOFF
-        state.applied = fingerprint
-        return None
+            state.applied = {}  # not knowing which went through: all of them next time
+            return source.MIN_BACKOFF, None
+        state.applied = fingerprints
+        return None, None
 
     def _owner_current(self, body: Mapping[str, Any]) -> bool:
         """The Playbook of `body` still exists, is the same object (uid) and is not being
@@ -312,18 +353,28 @@ class Reconciler:
         uid = meta.get("uid")
         return uid is None or current["metadata"].get("uid") == uid
 
-    def _observe(self, namespace: str, name: str, spec: PlaybookSpec, obs: Observation) -> None:
-        deployment = self.kube.read_deployment(namespace, render.runtime_name(name))
+    def _observe(
+        self,
+        namespace: str,
+        name: str,
+        spec: PlaybookSpec,
+        obs: Observation,
+        known: tuple[dict[str, Any] | None] | None = None,
+    ) -> None:
+        if known is not None:
+            (deployment,) = known
+        else:
+            deployment = self.kube.read_deployment(namespace, render.runtime_name(name))
         if deployment is None:
             obs.rollout = RolloutState(exists=False, desired=spec.replicas)
             return
         dep_status = deployment.get("status") or {}
         annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
-        pods = tuple(
-            _pod_state(p)
-            for p in self.kube.list_pods(namespace, runtime_selector_labels(name))
-            if not p["metadata"].get("deletionTimestamp")
-        )
+        # None wanted and the controller counts none: no pod to list (an idle Playbook's
+        # refresh then costs one read). Pods being deleted are left out either way.
+        no_pods = spec.replicas == 0 and not int(dep_status.get("replicas") or 0)
+        listed = () if no_pods else self.kube.list_pods(namespace, runtime_selector_labels(name))
+        pods = tuple(_pod_state(p) for p in listed if not p["metadata"].get("deletionTimestamp"))
         obs.rollout = RolloutState(
             exists=True,
             desired=spec.replicas,
@@ -353,24 +404,48 @@ class Reconciler:
         return status, transitions
 
 
+def _child_key(obj: Mapping[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def _idle_for(spec: PlaybookSpec, state: _State, obs: Observation) -> float | None:
+    """Seconds a settled Playbook without pods can wait for its next refresh, or None
+    while anything is under way, failing, or running in pods (whose reports are polled)."""
+    rollout, source_state = obs.rollout, obs.source
+    settled = (
+        source_state is not None
+        and obs.apply_error is None
+        and rollout is not None
+        and rollout.exists
+        and rollout.generation_observed
+        and rollout.desired == 0
+        and rollout.replicas == 0
+        and not rollout.pods
+    )
+    if not settled:
+        return None
+    memory = state.source_memory
+    source_due = memory.resolved_monotonic + spec.source.interval_seconds - time.monotonic()
+    return max(0.0, min(source_due, IDLE_RESYNC_SECONDS))
+
+
 def _requested_moment(requested: str | None) -> float:
     """The wall-clock moment of a `requestedAt` (`time.time()` scale): a resolution that
     started then or later has seen what was pushed before the request.
 
     A timestamp (RFC 3339, as `flux reconcile` and `date -u +%FT%TZ` write it) lets
-    every Playbook requested at once share one resolution; whole seconds count from the
-    end of that second, since the push may have happened within it. Anything else, or
-    a moment in the future (a skewed clock), means now: this Playbook asks afresh.
+    every Playbook requested at once share one resolution: whole seconds count from the
+    end of that second, since the push may have happened within it, and the first
+    resolution started for that moment answers the others with the same one
+    (sharedsource.py). Anything else means now: this Playbook asks afresh.
     """
-    now = time.time()
     try:
         moment = datetime.fromisoformat((requested or "").strip().replace("Z", "+00:00"))
     except ValueError:
-        return now
+        return time.time()
     if moment.tzinfo is None:
-        return now
-    wall = moment.timestamp() + (1.0 if moment.microsecond == 0 else 0.0)
-    return min(wall, now)
+        return time.time()
+    return moment.timestamp() + (1.0 if moment.microsecond == 0 else 0.0)
 
 
 def _unrepeated(transitions: list[Transition], state: _State, now: float) -> list[Transition]:

@@ -11,6 +11,10 @@ So kopf's watch only reports what it sees (`observe`, from `@kopf.on.event`),
 and one loop here calls each kind's refresh function for every object it
 knows, every `interval` seconds, a few at a time in worker threads (the
 refresh functions make blocking API and Git calls, as kopf's sync handlers do).
+An idle object does not cost that: a refresh function returns when its object next
+has something to look at (a settled Playbook without pods: when its source falls
+due), a handler that reconciled an object says the same (`refresh_soon`), and a
+sweep (`register_sweep`, one query for all) names objects that changed unseen.
 Objects marked for deletion are dropped: there is nothing left to refresh. A
 refresh waiting for a free worker looks the object up again when it gets one:
 it runs with the newest body the watch has seen, and not at all if the object
@@ -22,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -31,7 +35,10 @@ from kubesoar_operator import workers
 
 log = logging.getLogger("kubesoar_operator.refresher")
 
-RefreshFn = Callable[[kopf.Body], None]
+# Returns when it next has something to look at, in seconds (None: at its interval).
+RefreshFn = Callable[[kopf.Body], float | None]
+# Finds objects that changed without a watch event (say, run counters on record).
+SweepFn = Callable[[], Iterable[tuple[str, str]]]
 
 
 class Gone(Exception):
@@ -50,6 +57,9 @@ class Refresher:
         self._refresh: dict[str, tuple[RefreshFn, float]] = {}
         self._bodies: dict[Key, dict[str, Any]] = {}
         self._due: dict[Key, float] = {}
+        # Asked for sooner than due (refresh_soon), from any thread: taken by the loop.
+        self._soon: dict[Key, float] = {}
+        self._sweeps: dict[str, tuple[SweepFn, float]] = {}
         self._max_parallel = max_parallel
         # kopf's context (its settings and Event queue) as seen in its handlers, so that
         # kopf.event() works in the refresh functions, which run outside any handler.
@@ -58,6 +68,20 @@ class Refresher:
     def register(self, plural: str, refresh: RefreshFn, interval: float) -> None:
         """Refresh every object of `plural` every `interval` seconds with `refresh(body)`."""
         self._refresh[plural] = (refresh, interval)
+
+    def register_sweep(self, plural: str, sweep: SweepFn, interval: float) -> None:
+        """Every `interval` seconds, refresh the objects of `plural` that `sweep()` names
+        (namespace, name) at once; it runs in a worker thread. One sweep per kind."""
+        self._sweeps[plural] = (sweep, interval)
+
+    def refresh_soon(self, plural: str, namespace: str, name: str, delay: float = 0.0) -> None:
+        """Refresh this object within `delay` seconds (sooner if it is due sooner anyway).
+
+        Safe from any thread: a handler that reconciled an object says when it next needs
+        a look, since a spec change may turn an idle object into one that is rolling out.
+        """
+        key = (plural, namespace, name)
+        self._soon[key] = min(self._soon.get(key, float("inf")), max(0.0, delay))
 
     def observe(self, plural: str, event: Mapping[str, Any]) -> None:
         """Remember the newest body of an object from a watch event (or forget it).
@@ -89,7 +113,9 @@ class Refresher:
                         return  # deleted while it waited for a slot
                     raw = cast(kopf.RawBody, body)
                     context = (self._kopf_context or contextvars.copy_context()).copy()
-                    await loop.run_in_executor(None, context.run, refresh, kopf.Body(raw))
+                    wait = await loop.run_in_executor(None, context.run, refresh, kopf.Body(raw))
+                    if wait is not None and key in self._due:
+                        self._due[key] = loop.time() + wait
             except Gone:
                 self._bodies.pop(key, None)
                 self._due.pop(key, None)
@@ -100,8 +126,32 @@ class Refresher:
             finally:
                 busy.discard(key)
 
+        sweep_due = {
+            plural: loop.time() + interval for plural, (_, interval) in self._sweeps.items()
+        }
+
+        async def sweep(plural: str) -> None:
+            fn, interval = self._sweeps[plural]
+            try:
+                for namespace, name in await loop.run_in_executor(None, lambda: list(fn())):
+                    self.refresh_soon(plural, namespace, name)
+            except Exception:  # a failed sweep is tried again at its next interval
+                log.exception("sweeping %s failed", plural)
+            finally:
+                sweep_due[plural] = loop.time() + interval
+
         while not stop.is_set():
             now = loop.time()
+            for plural, due in list(sweep_due.items()):
+                if now >= due:
+                    sweep_due[plural] = float("inf")  # not again until this one has finished
+                    task = loop.create_task(sweep(plural))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+            for key in list(self._soon):
+                delay = self._soon.pop(key)
+                if key in self._bodies:
+                    self._due[key] = min(self._due.get(key, now + delay), now + delay)
             for key in list(self._bodies):
                 refresh, interval = self._refresh.get(key[0], (None, 0.0))
                 if refresh is None or key in busy:

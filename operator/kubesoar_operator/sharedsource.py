@@ -69,12 +69,15 @@ class _Flight(Generic[T]):
 
     started: float
     started_wall: float
+    # Requests up to this moment are answered: its start, or the later moment of the
+    # request it was started for (a timestamp whose second had not ended yet).
+    answers_until: float
     done: threading.Event = field(default_factory=threading.Event)
     result: T | None = None
     error: Exception | None = None
 
     def usable(self, now: float, max_age: float, not_before_wall: float | None) -> bool:
-        if not_before_wall is not None and self.started_wall < not_before_wall:
+        if not_before_wall is not None and self.answers_until < not_before_wall:
             return False
         if not self.done.is_set():
             return True  # it started after anything an asker could want
@@ -105,7 +108,9 @@ class _SingleFlight(Generic[T]):
             flight = self._flights.get(key)
             mine = flight is None or not flight.usable(now, max_age, not_before_wall)
             if mine:
-                flight = _Flight(started=now, started_wall=self._wallclock())
+                wall = self._wallclock()
+                until = max(wall, not_before_wall) if not_before_wall is not None else wall
+                flight = _Flight(started=now, started_wall=wall, answers_until=until)
                 self._flights[key] = flight
                 self._flights.move_to_end(key)
                 self.calls += 1

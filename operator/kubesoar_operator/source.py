@@ -10,7 +10,9 @@ Two halves, so that each is tested without a cluster or a Git server
   Git) or RESOLVE.
 - `resolve_and_pack` acts on RESOLVE: read the Secret, ask Git for the commit, fetch
   and pack when the commit or the artifact changed, store the artifact. It records a
-  success or a failure (with its backoff) in the memory.
+  success or a failure (with its backoff) in the memory. Given the operator's
+  `SharedSource` (sharedsource.py), Playbooks with the same repository, ref and
+  credentials share one resolution per interval and one artifact per (commit, path).
 
 `SourceMemory.failures` counts failed attempts in a row; `status.summarize` turns a
 persistent failure (`conditions.PERSISTENT`) that lasted `conditions.STALL_AFTER_FAILURES`

@@ -23,7 +23,7 @@ from aiohttp import web
 from kubesoar import _bearer as bearer
 from kubesoar import _bodies as bodies
 from kubesoar.contracts import http
-from kubesoar_store import NotLeased, RunRecord, StoreUnavailable, dispatch, journal
+from kubesoar_store import NotLeased, RunRecord, StoreUnavailable, alertviews, dispatch, journal
 from pydantic import BaseModel, ValidationError
 
 logger = logging.getLogger("kubesoar.router.callbacks")
@@ -94,7 +94,9 @@ def _handler(what: str) -> Any:
                     error=result.error,
                     traceback=result.traceback,
                 )
-                written = await dispatch.complete(pool, run_id, token, record)
+                written = await dispatch.complete(
+                    pool, run_id, token, record, also=_alert_lifecycle(run_id, result.results)
+                )
                 return _answer({"recorded": written})
             await dispatch.release(pool, run_id, token)
             return _answer({})
@@ -114,6 +116,24 @@ def _handler(what: str) -> Any:
             )  # fmt: skip
 
     return handle
+
+
+def _alert_lifecycle(run_id: uuid.UUID, results: list[Any]) -> Any:
+    """The changes OpenSOAR-style lifecycle helpers made to the run's alert
+    (`alertActivity` of each entry point), applied to that run's own alert with its record."""
+    activity = [
+        item
+        for outcome in results
+        if isinstance(outcome, dict) and isinstance(outcome.get("alertActivity"), list)
+        for item in outcome["alertActivity"]
+    ]
+    if not activity:
+        return None
+
+    async def apply(conn: Any) -> None:
+        await alertviews.apply_run_activity(conn, run_id, activity)
+
+    return apply
 
 
 def add_routes(app: web.Application, pool: Any, *, lease_seconds: float) -> None:

@@ -10,8 +10,10 @@ log records each old → new pair as it really happened.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,8 +32,8 @@ MAX_ASSIGNEE_CHARS = 253
 MAX_ACTIVITY_SHOWN = 500
 
 COLUMNS = (
-    "a.id, a.namespace, a.source, a.received_at, a.correlation_id, a.status, a.determination,"
-    " a.assignee, a.updated_at, a.resolved_at,"
+    "a.id, a.id::text AS name, a.namespace, a.source, a.received_at, a.correlation_id,"
+    " a.status, a.determination, a.assignee, a.updated_at, a.resolved_at,"
     " a.alert->>'title' AS title, a.alert->>'severity' AS severity"
 )
 
@@ -113,6 +115,31 @@ async def list_alerts(
     alerts = [_decoded(row) for row in rows[:size]]
     last = alerts[-1] if len(rows) > size else None
     return AlertPage(alerts, Position(last["received_at"], last["id"]) if last else None)
+
+
+async def changed_alerts(
+    pool: asyncpg.Pool,
+    where: AlertFilter,
+    *,
+    since: datetime,
+    after_id: uuid.UUID | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Alerts whose row changed after `since`, oldest change first (a watch polls this)."""
+    condition, args = _where(where, None)
+    args.append(since)
+    clause = f"{condition} AND" if condition else " WHERE"
+    changed = f"a.updated_at > ${len(args)}"
+    if after_id is not None:  # the rest of a page cut inside one timestamp
+        args.append(after_id)
+        changed = f"(a.updated_at, a.id) > (${len(args) - 1}, ${len(args)})"
+    sql = (
+        f"SELECT {COLUMNS} FROM alerts a{clause} {changed}"  # noqa: S608
+        f" ORDER BY a.updated_at, a.id LIMIT {int(limit)}"
+    )
+    with unavailable("watching alerts"):
+        rows = await pool.fetch(sql, *args)
+    return [_decoded(row) for row in rows]
 
 
 async def get_alert(
@@ -228,3 +255,73 @@ def _decoded(row: asyncpg.Record) -> dict[str, Any]:
     if alert.get("alert") is not None:
         alert["alert"] = json.loads(alert["alert"])
     return alert
+
+
+# --- changes a playbook run makes (OpenSOAR's lifecycle helpers) ----------------------
+MAX_RUN_ACTIVITY = 100
+
+
+def run_changes(activity: Sequence[Any]) -> list[AlertChange]:
+    """A run's `alertActivity` records (OpenSOAR's vocabulary: status_change,
+    determination_set, assigned, comment) as changes, in order. The records come from
+    playbook code: what does not validate is skipped, never stored, and at most
+    MAX_RUN_ACTIVITY are read."""
+    changes = []
+    for item in list(activity)[:MAX_RUN_ACTIVITY]:
+        if not isinstance(item, Mapping):
+            continue
+        meta = item.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        action = item.get("action")
+        if action == "status_change" and _text(meta.get("new")):
+            change = AlertChange(status=_text(meta.get("new")))
+        elif action == "determination_set" and _text(meta.get("new")):
+            change = AlertChange(determination=_text(meta.get("new")))
+        elif action == "assigned":
+            who = meta.get("assigned_username") or meta.get("assigned_to")
+            change = AlertChange(assignee=_text(who) or "")
+        elif action == "comment":
+            change = AlertChange(comment=_text(item.get("detail")) or "")
+        else:
+            continue  # custom activity records stay in the run's result
+        try:
+            change.check()
+        except ValueError:
+            continue
+        changes.append(change)
+    return changes
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+async def apply_run_activity(
+    conn: asyncpg.Connection, run_id: uuid.UUID, activity: Sequence[Any]
+) -> int:
+    """Apply a run's lifecycle changes to that run's own alert, as actor `run:<id>`, in the
+    caller's transaction (the one that records the run's result, so both or neither are
+    kept). The alert is the run's, from the runs table: an alert id in the records is
+    not trusted. Returns how many changes were applied."""
+    changes = run_changes(activity)
+    if not changes:
+        return 0
+    row = await conn.fetchrow(
+        "SELECT a.id, a.status, a.determination, a.assignee FROM runs r"
+        " JOIN alerts a ON a.id = r.alert_id WHERE r.id = $1 FOR UPDATE OF a",
+        run_id,
+    )
+    if row is None:
+        return 0
+    alert_id, current = row["id"], dict(row)
+    for change in changes:
+        if change.assignee and change.status is None and current["status"] == "new":
+            # OpenSOAR's assign_current_alert starts work on a new alert.
+            change = dataclasses.replace(change, status="in_progress")
+        await _apply(conn, alert_id, current, change, f"run:{run_id}")
+        current = dict(
+            await conn.fetchrow(
+                "SELECT status, determination, assignee FROM alerts WHERE id = $1", alert_id
+            )
+        )
+    return len(changes)

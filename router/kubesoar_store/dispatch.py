@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -170,8 +170,12 @@ async def complete(
     record: RunRecord,
     *,
     max_result_bytes: int = MAX_RESULT_BYTES,
+    also: Callable[[asyncpg.Connection], Awaitable[object]] | None = None,
 ) -> bool:
     """Record how the run ended. True when written; False when this token already did.
+
+    `also` runs in the same transaction once the record is written (the changes the
+    run's playbook made to its alert), so both are kept or neither.
 
     Outputs over the bounds are kept truncated with a marker, never refused. A
     repeat of an accepted report (the pod retrying after a lost answer) is
@@ -197,6 +201,8 @@ async def complete(
                 bounded_text(record.error),
                 bounded_text(record.traceback),
             )
+            if also is not None:
+                await also(conn)
     return True
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -21,10 +22,12 @@ from kubesoar_store.errors import unavailable
 from kubesoar_store.journal import entries
 from kubesoar_store.paging import Position, clamp_limit
 
+# `name`: the id as text, made by PostgreSQL (str(UUID) in Python cost more than the
+# query itself when a page of 500 is turned into a table).
 SUMMARY_COLUMNS = (
-    "r.id, r.namespace, r.playbook, r.entry_points, r.status, r.attempt, r.max_attempts,"
-    " r.idempotency_key, r.alert_id, r.created_at, r.started_at, r.finished_at, r.updated_at,"
-    " r.error"
+    "r.id, r.id::text AS name, r.namespace, r.playbook, r.entry_points, r.status, r.attempt,"
+    " r.max_attempts, r.idempotency_key, r.alert_id, r.created_at, r.started_at,"
+    " r.finished_at, r.updated_at, r.error"
 )
 FULL_COLUMNS = SUMMARY_COLUMNS + ", r.result, r.traceback"
 
@@ -63,9 +66,10 @@ def _where(where: RunFilter, after: Position | None) -> tuple[str, list[Any]]:
     if where.alert_id is not None:
         clauses.append(f"r.alert_id = {bind(where.alert_id)}")
     if where.correlation_id is not None:
+        placeholder = bind(where.correlation_id)
         clauses.append(
-            "r.alert_id IN (SELECT a.id FROM alerts a WHERE a.namespace = r.namespace"
-            f" AND a.correlation_id = {bind(where.correlation_id)})"
+            "r.alert_id IN (SELECT a.id FROM alerts a WHERE a.namespace = r.namespace"  # noqa: S608
+            f" AND a.correlation_id = {placeholder})"
         )
     if after is not None:
         # Spelled out rather than a row comparison: `created_at <= $t` is an index condition.
@@ -97,6 +101,38 @@ async def list_runs(
     return RunPage(runs, Position(last["created_at"], last["id"]) if last else None)
 
 
+async def changed_runs(
+    pool: asyncpg.Pool,
+    where: RunFilter,
+    *,
+    since: datetime,
+    after_id: uuid.UUID | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Runs whose row changed after `since`, oldest change first (a watch polls this)."""
+    condition, args = _where(where, None)
+    args.append(since)
+    clause = f"{condition} AND" if condition else " WHERE"
+    changed = f"r.updated_at > ${len(args)}"
+    if after_id is not None:  # the rest of a page cut inside one timestamp
+        args.append(after_id)
+        changed = f"(r.updated_at, r.id) > (${len(args) - 1}, ${len(args)})"
+    sql = (
+        f"SELECT {SUMMARY_COLUMNS} FROM runs r{clause} {changed}"  # noqa: S608
+        f" ORDER BY r.updated_at, r.id LIMIT {int(limit)}"
+    )
+    with unavailable("watching runs"):
+        rows = await pool.fetch(sql, *args)
+    return [_decoded(row) for row in rows]
+
+
+async def database_now(pool: asyncpg.Pool) -> datetime:
+    """The database's clock: what updated_at is written with (resourceVersions use it)."""
+    with unavailable("reading the clock"):
+        now: datetime = await pool.fetchval("SELECT now()")
+    return now
+
+
 async def get_run(pool: asyncpg.Pool, namespace: str, run_id: uuid.UUID) -> dict[str, Any] | None:
     """One run of `namespace` with its whole record and its action journal; None if absent."""
     with unavailable("reading a run"):
@@ -119,3 +155,29 @@ def _decoded(row: asyncpg.Record) -> dict[str, Any]:
         run["result"] = json.loads(run["result"])
     return run
 
+
+REDELIVERABLE = ("failed", "dead")
+
+
+async def redeliver(pool: asyncpg.Pool, namespace: str, run_id: uuid.UUID) -> str | None:
+    """Queue a failed or dead run again, as a new attempt (one more than it had, with room
+    for it under max_attempts). Returns the status the run had before — it was queued
+    again only when that is in REDELIVERABLE; otherwise nothing is written — or None when
+    there is no such run. Actions its earlier attempts completed are in the journal and
+    are not executed again."""
+    with unavailable("redelivering a run"):
+        async with pool.acquire() as conn, conn.transaction():
+            status: str | None = await conn.fetchval(
+                "SELECT status FROM runs WHERE id = $1 AND namespace = $2 FOR UPDATE",
+                run_id,
+                namespace,
+            )
+            if status not in REDELIVERABLE:
+                return status
+            await conn.execute(
+                "UPDATE runs SET status = 'queued', attempt = attempt + 1,"
+                " max_attempts = greatest(max_attempts, attempt + 1), available_at = now(),"
+                " finished_at = NULL, updated_at = now() WHERE id = $1",
+                run_id,
+            )
+    return status

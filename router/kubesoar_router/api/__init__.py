@@ -12,12 +12,16 @@ kubeconfig and RBAC.
 
 Modules by concern:
 
-- `identity`    who is asking: the front-proxy certificate and headers
-- `access`      may they: SubjectAccessReview, with a short decision cache
-- `selectors`   label and field selectors → store filters
-- `objects`     rows → Run / Alert objects and Table rows
-- `status`      Kubernetes `Status` error bodies
-- `discovery`   /apis, the group, the resource list
-- `handlers`    the routes
-- `server`      the HTTPS app and its TLS context
+- `identity`     who is asking: the front-proxy certificate and headers
+- `access`       may they: SubjectAccessReview, with a short decision cache
+- `selectors`    label and field selectors → store filters
+- `negotiation`  Table, metadata or objects, from the Accept header
+- `objects`      rows → Run / Alert objects and Table rows
+- `listing`      list and watch, one `View` per resource
+- `watching`     watch=true by polling the database (what resourceVersion means)
+- `status`       Kubernetes `Status` error bodies
+- `discovery`    /apis, the group, the resource list
+- `openapi`      the schemas `kubectl explain` reads
+- `handlers`     the routes: get, patch/update of alerts, discovery, OpenAPI
+- `server`       the HTTPS app and its TLS context
 """

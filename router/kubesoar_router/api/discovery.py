@@ -20,15 +20,23 @@ RESOURCES: list[dict[str, Any]] = [
         "singularName": "run",
         "namespaced": True,
         "kind": "Run",
-        "verbs": ["get", "list"],
+        "verbs": ["get", "list", "watch"],
         "categories": CATEGORIES,
+    },
+    {
+        # POST …/runs/{name}/redeliver (kubectl create --raw): a failed or dead run again.
+        "name": f"{kube.RUNS_RESOURCE}/redeliver",
+        "singularName": "",
+        "namespaced": True,
+        "kind": "Run",
+        "verbs": ["create"],
     },
     {
         "name": kube.ALERTS_RESOURCE,
         "singularName": "alert",
         "namespaced": True,
         "kind": "Alert",
-        "verbs": ["get", "list", "patch", "update"],
+        "verbs": ["get", "list", "watch", "patch", "update"],
         "categories": CATEGORIES,
     },
 ]

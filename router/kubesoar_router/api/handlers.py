@@ -16,7 +16,6 @@ learns nothing, not even whether a run exists.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from kubesoar import _bodies as bodies
 from kubesoar.contracts import kube
 from kubesoar_store import StoreUnavailable, alertviews, runviews
 
@@ -142,6 +142,30 @@ async def get_alert(request: web.Request) -> web.Response:
     return json_response(listing.encode(request, listing.ALERTS, [alert], single=True))
 
 
+async def redeliver_run(request: web.Request) -> web.Response:
+    """POST runs/{name}/redeliver: a failed or dead run queued again as a new attempt."""
+    name = request.match_info["name"]
+    await _authorize(request, "create", f"{kube.RUNS_RESOURCE}/redeliver", name)
+    await _bounded_json(request)  # kubectl create --raw sends a body; nothing in it is used
+    run_id = objects.parse_name(name)
+    namespace = request.match_info["namespace"]
+    pool = request.app[STATE].pool
+    before = await runviews.redeliver(pool, namespace, run_id) if run_id is not None else None
+    if before is None or run_id is None:
+        raise not_found(kube.RUNS_RESOURCE, name)
+    run = await runviews.get_run(pool, namespace, run_id)
+    if before not in runviews.REDELIVERABLE or run is None:
+        raise ApiProblem(
+            409,
+            f'run "{name}" is {before}: only failed or dead runs are redelivered',
+            resource=kube.RUNS_RESOURCE,
+            name=name,
+        )
+    user: User = request[USER_KEY]
+    logger.info("run %s/%s redelivered by %s", namespace, name, user.name)
+    return json_response(objects.run_object(run), status=201)
+
+
 # --- change an alert -----------------------------------------------------------------
 async def change_alert(request: web.Request) -> web.Response:
     """PATCH (merge patch) or PUT of an alert's spec, as the authenticated user."""
@@ -170,7 +194,7 @@ async def change_alert(request: web.Request) -> web.Response:
         )
     except alertviews.StaleAlert as exc:
         raise ApiProblem(
-            409, f"{exc}; read it again and retry", resource="alerts", name=name
+            409, f"{exc}; read it again and retry", resource=kube.ALERTS_RESOURCE, name=name
         ) from None
     except ValueError as exc:
         field = f"spec.{str(exc).split()[0]}"
@@ -186,9 +210,10 @@ async def _bounded_json(request: web.Request) -> dict[str, Any]:
     if len(raw) > MAX_PATCH_BYTES:
         raise ApiProblem(413, f"the body is larger than {MAX_PATCH_BYTES} bytes")
     try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ApiProblem(400, f"the body is not JSON: {exc}") from None
+        # The same hostile-input checks as alert bodies (depth, huge numbers, NaN).
+        body = bodies.parse_json(raw or b"{}")
+    except bodies.BodyError as exc:
+        raise ApiProblem(400, f"the body is not acceptable JSON: {exc.message}") from None
     if not isinstance(body, dict):
         raise ApiProblem(400, "the body must be a JSON object")
     return body
@@ -245,7 +270,9 @@ def add_routes(app: web.Application) -> None:
         handler = list_handler(view)
         app.router.add_get(f"{base}/{view.resource}", handler)
         app.router.add_get(f"{base}/namespaces/{{namespace}}/{view.resource}", handler)
-    app.router.add_get(f"{base}/namespaces/{{namespace}}/{kube.RUNS_RESOURCE}/{{name}}", get_run)
+    run = f"{base}/namespaces/{{namespace}}/{kube.RUNS_RESOURCE}/{{name}}"
+    app.router.add_get(run, get_run)
+    app.router.add_post(f"{run}/redeliver", redeliver_run)
     alert = f"{base}/namespaces/{{namespace}}/{kube.ALERTS_RESOURCE}/{{name}}"
     app.router.add_get(alert, get_alert)
     app.router.add_patch(alert, change_alert)
