@@ -221,9 +221,11 @@ class Dispatcher:
             logger.warning("could not hand run %s back (its lease will): %s", run.id, exc)
 
     async def _request_body(self, run: ClaimedRun, idempotency_key: str) -> bytes:
+        # A first attempt has no journal: one query saved per dispatched run.
+        recorded = await journal.entries(self.pool, run.id) if run.attempt > 1 else []
         entries = [
             http.JournalEntry(seq=e.seq, action=e.action, status=e.status, result=e.result)
-            for e in await journal.entries(self.pool, run.id)
+            for e in recorded
             if e.status == "succeeded"
         ]
         request = http.RunRequest(

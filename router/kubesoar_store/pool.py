@@ -34,6 +34,7 @@ async def create_pool(
                 timeout=connect_timeout,
                 server_settings=settings,
                 command_timeout=statement_timeout_seconds + 5,
+                reset=_no_reset,
             )
     except StoreUnavailable as exc:
         raise StoreUnavailable(scrub(str(exc), url)) from exc.__cause__
@@ -43,3 +44,14 @@ async def create_pool(
         ) from None
     assert pool is not None
     return pool
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """What a connection runs when it goes back to the pool: nothing.
+
+    asyncpg's default (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is a round trip
+    per release, i.e. per statement of the ingest and report paths (bench/README.md,
+    Durable ingest). The store changes no session state; asyncpg still rolls back a
+    transaction left open; the one advisory lock a pooled connection takes
+    (housekeeping) is released in a `finally`.
+    """

@@ -201,7 +201,7 @@ class Engine:
         self._history_size = history
         self._on_finished = on_finished
         self.backoff_sleep = backoff_sleep  # how actions wait between retries
-        self.reports = reports or RunReports(http_transport)
+        self.reports = reports or RunReports()
 
     def select(self, alert: Alert, names: list[str] | None) -> list[EntryPoint]:
         """Named entry points (in run order), or every triggered one whose

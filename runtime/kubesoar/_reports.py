@@ -19,13 +19,14 @@ at-least-once contract, docs/playbooks.md), never a failed run.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
 from kubesoar.contracts import caller, http
 
 if TYPE_CHECKING:  # imported by the first report: a pod waiting for runs never needs it
-    import httpx
+    import aiohttp
 
 __all__ = ["RunReports"]
 
@@ -35,37 +36,35 @@ TIMEOUT_SECONDS: Final = (5.0, 2.0)
 """A report's timeout, and its connect timeout."""
 RETRY_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Pauses between tries of one report: about 16 s in all, then it is given up."""
+MAX_CONNECTIONS: Final = 32
+"""Reports in flight per pod, over as many kept-alive connections; more wait their turn.
 
-
-def _http_error() -> type[Exception]:
-    import httpx
-
-    return httpx.HTTPError
+aiohttp, as the runtime's server already is: with httpx, hundreds of concurrent runs'
+reports queued inside its connection pool, whose matching costs grows with requests x
+connections, and reports that waited 5 s there failed (bench/README.md, Durable ingest)."""
 
 
 class RunReports:
-    """One HTTP client for every run's reports of this pod."""
+    """One HTTP session for every run's reports of this pod."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            import httpx
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            import aiohttp
 
             total, connect = TIMEOUT_SECONDS
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(total, connect=connect),
-                transport=self._transport,
-                follow_redirects=False,
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS),
+                timeout=aiohttp.ClientTimeout(total=total, connect=connect),
             )
-        return self._client
+        return self._session
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def heartbeat(self, to: http.ReportTo, run_id: str) -> bool:
         return await self._post(to, run_id, "heartbeat", {}, retries=1)
@@ -97,31 +96,41 @@ class RunReports:
     ) -> bool:
         """True once the router took it; False when it refused (403: the lease is gone) or
         did not answer within the retries."""
+        import aiohttp
+
         path = http.run_callback_path(run_id, what)
         # The dispatching replica first; when it does not answer (gone in a rolling
         # upgrade, killed), any other live replica takes the report: they share the store.
         urls = [base.rstrip("/") + path for base in (to.url, *to.fallback_urls)]
-        headers = {"Authorization": caller.authorization(to.token)}
+        headers = {
+            "Authorization": caller.authorization(to.token),
+            "Content-Type": "application/json",
+        }
+        data = json.dumps(body).encode()
         problem = "not tried"
         for pause in (0.0, *RETRY_DELAYS[:retries]):
             if pause:
                 await asyncio.sleep(pause)
             for url in urls:
                 try:
-                    response = await self._http().post(url, json=body, headers=headers)
-                except _http_error() as exc:
+                    async with self._http().post(
+                        url, data=data, headers=headers, allow_redirects=False
+                    ) as response:
+                        status = response.status
+                        await response.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
                     problem = type(exc).__name__
                     continue
-                if response.status_code < 300:
+                if status < 300:
                     return True
-                if response.status_code == 403:
+                if status == 403:
                     # The lease is not ours any more (it ran out, the run went elsewhere).
                     log.warning(
                         "run %s: the router refused the %s report (lease lost)", run_id, what
                     )
                     return False
-                problem = f"HTTP {response.status_code}"
-                if response.status_code < 500 and response.status_code != 429:
+                problem = f"HTTP {status}"
+                if status < 500 and status != 429:
                     log.warning("run %s: %s report refused (%s)", run_id, what, problem)
                     return False  # a 4xx will not change on a retry
         log.warning("run %s: %s report not delivered (%s)", run_id, what, problem)

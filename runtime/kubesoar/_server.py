@@ -84,6 +84,8 @@ class RuntimeServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.service is not None:
+            await self.service.engine.reports.aclose()  # after the drain's last reports
         return unfinished
 
 
