@@ -22,7 +22,7 @@ import asyncpg
 
 from kubesoar_store.bounds import bounded_text
 from kubesoar_store.errors import StoreError, unavailable
-from kubesoar_store.paging import Position, clamp_limit
+from kubesoar_store.paging import Position, changed_after, clamp_limit
 
 ALERT_STATUSES = ("new", "in_progress", "resolved")
 DETERMINATIONS = ("unknown", "malicious", "suspicious", "benign")
@@ -127,14 +127,9 @@ async def changed_alerts(
 ) -> list[dict[str, Any]]:
     """Alerts whose row changed after `since`, oldest change first (a watch polls this)."""
     condition, args = _where(where, None)
-    args.append(since)
-    clause = f"{condition} AND" if condition else " WHERE"
-    changed = f"a.updated_at > ${len(args)}"
-    if after_id is not None:  # the rest of a page cut inside one timestamp
-        args.append(after_id)
-        changed = f"(a.updated_at, a.id) > (${len(args) - 1}, ${len(args)})"
+    clause = changed_after(condition, args, "a", since, after_id)
     sql = (
-        f"SELECT {COLUMNS} FROM alerts a{clause} {changed}"  # noqa: S608
+        f"SELECT {COLUMNS} FROM alerts a{clause}"  # noqa: S608
         f" ORDER BY a.updated_at, a.id LIMIT {int(limit)}"
     )
     with unavailable("watching alerts"):

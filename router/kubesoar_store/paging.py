@@ -15,6 +15,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 500  # kubectl's own chunk size
@@ -50,3 +51,18 @@ def clamp_limit(limit: int | None) -> int:
     if not limit or limit < 1:
         return DEFAULT_LIMIT
     return min(limit, MAX_LIMIT)
+
+
+def changed_after(
+    condition: str, args: list[Any], alias: str, since: datetime, after_id: uuid.UUID | None
+) -> str:
+    """`condition` (a `WHERE ...` fragment or "") extended to the rows of table `alias`
+    changed after `since` — and, for the rest of a page cut inside one timestamp, after
+    `after_id` at it — in the order a watch reads them (`updated_at, id`). The values are
+    appended to `args` as bind parameters; only fixed fragments go into the SQL."""
+    args.append(since)
+    changed = f"{alias}.updated_at > ${len(args)}"
+    if after_id is not None:
+        args.append(after_id)
+        changed = f"({alias}.updated_at, {alias}.id) > (${len(args) - 1}, ${len(args)})"
+    return f"{condition} AND {changed}" if condition else f" WHERE {changed}"

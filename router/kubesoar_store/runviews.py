@@ -20,7 +20,7 @@ import asyncpg
 
 from kubesoar_store.errors import unavailable
 from kubesoar_store.journal import entries
-from kubesoar_store.paging import Position, clamp_limit
+from kubesoar_store.paging import Position, changed_after, clamp_limit
 
 # `name`: the id as text, made by PostgreSQL (str(UUID) in Python cost more than the
 # query itself when a page of 500 is turned into a table).
@@ -111,14 +111,9 @@ async def changed_runs(
 ) -> list[dict[str, Any]]:
     """Runs whose row changed after `since`, oldest change first (a watch polls this)."""
     condition, args = _where(where, None)
-    args.append(since)
-    clause = f"{condition} AND" if condition else " WHERE"
-    changed = f"r.updated_at > ${len(args)}"
-    if after_id is not None:  # the rest of a page cut inside one timestamp
-        args.append(after_id)
-        changed = f"(r.updated_at, r.id) > (${len(args) - 1}, ${len(args)})"
+    clause = changed_after(condition, args, "r", since, after_id)
     sql = (
-        f"SELECT {SUMMARY_COLUMNS} FROM runs r{clause} {changed}"  # noqa: S608
+        f"SELECT {SUMMARY_COLUMNS} FROM runs r{clause}"  # noqa: S608
         f" ORDER BY r.updated_at, r.id LIMIT {int(limit)}"
     )
     with unavailable("watching runs"):
