@@ -92,6 +92,7 @@ def test_playbook_defaults_follow_opensoar() -> None:
         "order": 1000,
         "priority": 0,
         "description": "Triage everything.",
+        "fields": "kubesoar",
     }
     assert entry.wants_context is False
     forget_module(__name__)
