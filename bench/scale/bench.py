@@ -41,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
+import urllib3  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from kubesoar.contracts.kube import ANNOTATION_REQUESTED_AT, API_GROUP, API_VERSION  # noqa: E402
 from kubesoar_operator import conditions as c  # noqa: E402
@@ -145,11 +146,23 @@ class Bench:
 
     # --- API ---------------------------------------------------------------------
     def list_playbooks(self) -> list[dict[str, Any]]:
-        response = self.custom.list_cluster_custom_object(
-            API_GROUP, API_VERSION, PLURAL, _preload_content=False
-        )
-        items: list[dict[str, Any]] = json.loads(response.data)["items"]
-        return [p for p in items if p["metadata"]["namespace"] in self.namespaces]
+        for attempt in range(5):  # a list of 1,000 (3 MB) was once cut off mid-read
+            try:
+                response = self.custom.list_cluster_custom_object(
+                    API_GROUP, API_VERSION, PLURAL, _preload_content=False
+                )
+                items: list[dict[str, Any]] = json.loads(response.data)["items"]
+            except (urllib3.exceptions.HTTPError, client.ApiException, ValueError) as exc:
+                print(f"listing failed ({exc!r}), again", file=sys.stderr)
+                time.sleep(1.0 + attempt)
+                continue
+            return [p for p in items if p["metadata"]["namespace"] in self.namespaces]
+        raise SystemExit("listing Playbooks kept failing")
+
+    def record(self, key: str, value: Any) -> None:
+        """Keep a result, and show it at once: a later phase's failure must not lose it."""
+        self.results[key] = value
+        print(json.dumps({key: value}), file=sys.stderr, flush=True)
 
     def create_all(self, url: str) -> None:
         for ns in self.namespaces:
@@ -225,8 +238,8 @@ class Bench:
                 started,
                 self.args.timeout,
             )
-            self.results["source_ready"] = _spread(times["source_ready"])
-            self.results["ready"] = _spread(times["ready"])
+            self.record("source_ready", _spread(times["source_ready"]))
+            self.record("ready", _spread(times["ready"]))
             self.steady()
             self.new_commit(repo, requested=True)
             if self.args.interval_poll:
@@ -247,15 +260,18 @@ class Bench:
         time.sleep(self.args.steady_seconds)
         after = (cpu_seconds(operator), cpu_seconds(apiserver))
         per_minute = 60.0 / self.args.steady_seconds
-        self.results["steady"] = {
-            "seconds": self.args.steady_seconds,
-            "load_at_start": load_start,
-            "load_at_end": load(),
-            "operator_cpu_s_per_min": round((after[0] - before[0]) * per_minute, 2),
-            "apiserver_cpu_s_per_min": round((after[1] - before[1]) * per_minute, 2),
-            "operator_rss_mib": round(rss_mib(operator), 1),
-            "apiserver_rss_mib": round(rss_mib(apiserver), 1),
-        }
+        self.record(
+            "steady",
+            {
+                "seconds": self.args.steady_seconds,
+                "load_at_start": load_start,
+                "load_at_end": load(),
+                "operator_cpu_s_per_min": round((after[0] - before[0]) * per_minute, 2),
+                "apiserver_cpu_s_per_min": round((after[1] - before[1]) * per_minute, 2),
+                "operator_rss_mib": round(rss_mib(operator), 1),
+                "apiserver_rss_mib": round(rss_mib(apiserver), 1),
+            },
+        )
 
     def new_commit(self, repo: Any, *, requested: bool) -> None:
         code = PLAYBOOK_CODE + f"\n# {time.time()}\n"
@@ -271,7 +287,7 @@ class Bench:
             self.args.timeout,
         )
         key = "new_commit_requested" if requested else "new_commit_interval"
-        self.results[key] = {**_spread(seen["commit"]), "load_at_start": load_start}
+        self.record(key, {**_spread(seen["commit"]), "load_at_start": load_start})
 
     def cleanup(self) -> None:
         for ns in self.namespaces:

@@ -9,12 +9,13 @@ alongside kopf's handler threads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -53,6 +54,10 @@ EVENT_REPEAT_SECONDS = 600.0
 # its source falls due, a watch event or changed run counters say so, and at the latest
 # after this long (a safety net for changes nobody reports, such as a deleted Deployment).
 IDLE_RESYNC_SECONDS = 300.0
+# `status.source.lastResolvedTime` of an unchanged revision and artifact is rewritten at
+# most this often: every interval it would cost each Playbook a status write (and the
+# operator a watch event), for a heartbeat nobody acts on (as Nodes moved theirs to Leases).
+RESOLVED_TIME_EVERY_SECONDS = 600.0
 # User actions: always worth an Event, however soon they repeat.
 _ALWAYS_POSTED = frozenset({"Suspended", "Resumed", "NewRevision"})
 _BAD_WAITING = {
@@ -199,6 +204,8 @@ class Reconciler:
         retry_in = self._source(
             namespace, name, spec, state, obs, forced=forced, not_before=not_before
         )
+        if obs.source is not None:
+            obs.source = _coarse_resolved_time(obs.source, previous.get("source"))
         # The Deployment as read before applying, when nothing was applied: observing
         # reuses it instead of reading it again (one API call fewer per refresh).
         unchanged: tuple[dict[str, Any] | None] | None = None
@@ -402,6 +409,28 @@ class Reconciler:
         if _differs(status, previous):
             self.kube.patch_status(namespace, name, status)
         return status, transitions
+
+
+def _coarse_resolved_time(current: SourceState, before: Any) -> SourceState:
+    """`current` with the previous status's `lastResolvedTime` when the revision and the
+    artifact are the same and that time is less than `RESOLVED_TIME_EVERY_SECONDS` old."""
+    if not isinstance(before, Mapping):
+        return current
+    same = (
+        before.get("revision") == current.revision
+        and before.get("digest") == f"sha256:{current.digest}"
+    )
+    previous_time = before.get("lastResolvedTime")
+    if not same or not isinstance(previous_time, str):
+        return current
+    try:
+        then = datetime.fromisoformat(previous_time.replace("Z", "+00:00"))
+        now = datetime.fromisoformat(current.resolved_at.replace("Z", "+00:00"))
+    except ValueError:
+        return current
+    if timedelta(0) <= now - then < timedelta(seconds=RESOLVED_TIME_EVERY_SECONDS):
+        return dataclasses.replace(current, resolved_at=previous_time)
+    return current
 
 
 def _child_key(obj: Mapping[str, Any]) -> str:

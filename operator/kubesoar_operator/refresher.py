@@ -27,6 +27,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 import kopf
@@ -102,6 +103,9 @@ class Refresher:
         """Refresh objects as they fall due, until `stop` is set."""
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(self._max_parallel)
+        # Threads of its own, as many as the slots plus one for a sweep: the loop's default
+        # pool may be smaller than `max_parallel` (workers.py).
+        threads = ThreadPoolExecutor(self._max_parallel + 1, thread_name_prefix="refresh")
         running: set[asyncio.Task[None]] = set()
         busy: set[Key] = set()
 
@@ -113,7 +117,7 @@ class Refresher:
                         return  # deleted while it waited for a slot
                     raw = cast(kopf.RawBody, body)
                     context = (self._kopf_context or contextvars.copy_context()).copy()
-                    wait = await loop.run_in_executor(None, context.run, refresh, kopf.Body(raw))
+                    wait = await loop.run_in_executor(threads, context.run, refresh, kopf.Body(raw))
                     if wait is not None and key in self._due:
                         self._due[key] = loop.time() + wait
             except Gone:
@@ -133,7 +137,7 @@ class Refresher:
         async def sweep(plural: str) -> None:
             fn, interval = self._sweeps[plural]
             try:
-                for namespace, name in await loop.run_in_executor(None, lambda: list(fn())):
+                for namespace, name in await loop.run_in_executor(threads, lambda: list(fn())):
                     self.refresh_soon(plural, namespace, name)
             except Exception:  # a failed sweep is tried again at its next interval
                 log.exception("sweeping %s failed", plural)
@@ -170,6 +174,7 @@ class Refresher:
                 pass
         if running:
             await asyncio.wait(running, timeout=30)
+        threads.shutdown(wait=False, cancel_futures=True)
 
 
 # One per operator process: the Playbook and AlertSource handlers register on it.

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 HANDLER_WORKERS = 16
 """kopf's `settings.execution.max_workers`: Playbook and AlertSource handlers at once."""
-REFRESH_WORKERS = 4
-"""Periodic refreshes at once (`refresher.Refresher`)."""
+REFRESH_WORKERS = 12
+"""Periodic refreshes at once (`refresher.Refresher`, in a thread pool of its own: asyncio's
+default one has `min(32, cpus + 4)` threads, 6 on two cores, which capped them silently).
+With 4, a thousand Playbooks rolling out at once waited ~40 s between SourceReady and
+Ready for their turn (bench/scale); idle Playbooks no longer take turns (refresher.py)."""
 API_CONNECTIONS = HANDLER_WORKERS + REFRESH_WORKERS
 """Connections the API client keeps per API server: one for every thread that may call."""

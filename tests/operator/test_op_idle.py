@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from kubesoar_operator import refresher
 from kubesoar_operator.artifacts import ArtifactStore
 from kubesoar_operator.reconcile import IDLE_RESYNC_SECONDS, Reconciler, Settings
+from kubesoar_operator.sharedsource import SharedSource
 from kubesoar_operator.signing import Signer
 from op_fakes import FakeGit, FakeKube, playbook
 
@@ -221,3 +223,34 @@ def test_a_new_commit_applies_the_deployment_alone(
     kube.delete("Deployment", "tenant", "pb-runtime")
     reconciler.reconcile(body)
     assert len(kube.applied()) == before + 1 + 4
+
+
+def test_an_unchanged_source_does_not_rewrite_the_status_every_interval(
+    parts: tuple[Reconciler, FakeKube, FakeGit],
+) -> None:
+    """Re-resolving the same commit keeps `lastResolvedTime` (for up to 10 minutes), so an
+    idle Playbook's status is not written once per interval; a new commit writes it."""
+    reconciler, kube, fake_git = parts
+    body = playbook()
+    kube.add(body)
+    reconciler.reconcile(body)
+    _rolled_out(kube, "pb", 0)
+    reconciler.reconcile(body)
+    first = kube.objects[("Playbook", "tenant", "pb")]["status"]["source"]["lastResolvedTime"]
+    memory = reconciler._states[("tenant", "pb")].source_memory
+    memory.resolved_monotonic -= 120  # the interval passed: two minutes later, Git is asked
+    reconciler.sources = SharedSource(
+        fake_git, reconciler.store, wallclock=lambda: time.time() + 120
+    )
+    before = fake_git.resolves
+    kube.calls.clear()
+    reconciler.reconcile(body)
+    assert fake_git.resolves == before + 1  # Git was asked again...
+    assert ("patch_status", "pb") not in kube.calls  # ...and nothing was written
+    status = kube.objects[("Playbook", "tenant", "pb")]["status"]
+    assert status["source"]["lastResolvedTime"] == first
+    fake_git.commit({"pb/triage.py": "def triage():\n    return 3\n"})
+    memory.resolved_monotonic -= 120
+    reconciler.sources = SharedSource(fake_git, reconciler.store)
+    reconciler.reconcile(body)
+    assert ("patch_status", "pb") in kube.calls
