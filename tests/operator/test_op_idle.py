@@ -9,39 +9,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import kopf
-import pytest
 from kubesoar_operator import refresher
-from kubesoar_operator.artifacts import ArtifactStore
-from kubesoar_operator.reconcile import IDLE_RESYNC_SECONDS, Reconciler, Settings
+from kubesoar_operator.reconcile import IDLE_RESYNC_SECONDS, Reconciler
 from kubesoar_operator.sharedsource import SharedSource
-from kubesoar_operator.signing import Signer
 from op_fakes import FakeGit, FakeKube, playbook
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture
-def parts(tmp_path: Path, http: httpx.Client) -> tuple[Reconciler, FakeKube, FakeGit]:
-    kube, fake_git = FakeKube(), FakeGit(tmp_path / "repo")
-    reconciler = Reconciler(
-        kube,  # type: ignore[arg-type]
-        fake_git,  # type: ignore[arg-type]
-        ArtifactStore(tmp_path / "artifacts"),
-        Signer(b"k" * 32),
-        Settings(artifact_url="http://127.0.0.1:9"),
-        http,
-    )
-    return reconciler, kube, fake_git
 
 
 def _rolled_out(kube: FakeKube, name: str, replicas: int) -> None:

@@ -8,39 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import kopf
-import pytest
 from kubesoar_operator import conditions as c
 from kubesoar_operator import refresher
-from kubesoar_operator.artifacts import ArtifactStore
-from kubesoar_operator.reconcile import Reconciler, Settings
-from kubesoar_operator.signing import Signer
+from kubesoar_operator.reconcile import Reconciler
 from op_fakes import FakeGit, FakeKube, fail, playbook
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture
-def parts(tmp_path: Path, http: httpx.Client) -> tuple[Reconciler, FakeKube, FakeGit]:
-    kube, fake_git = FakeKube(), FakeGit(tmp_path / "repo")
-    reconciler = Reconciler(
-        kube,  # type: ignore[arg-type]
-        fake_git,  # type: ignore[arg-type]
-        ArtifactStore(tmp_path / "artifacts"),
-        Signer(b"k" * 32),
-        Settings(artifact_url="http://127.0.0.1:9"),
-        http,
-    )
-    return reconciler, kube, fake_git
 
 
 def test_an_existing_playbook_gets_its_children_and_status(

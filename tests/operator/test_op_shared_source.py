@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import base64
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from kubesoar_operator.artifacts import Artifact, ArtifactStore
 from kubesoar_operator.gitsource import Credentials, GitClient, Resolved, SourceError
-from kubesoar_operator.reconcile import Reconciler, Settings
+from kubesoar_operator.reconcile import Reconciler
 from kubesoar_operator.sharedsource import SharedSource
-from kubesoar_operator.signing import Signer
 from kubesoar_operator.spec import GitRef
 from op_fakes import FakeGit, FakeKube, playbook
 from support.git_http import GitHTTPServer
@@ -50,27 +48,6 @@ class GatedGit(FakeGit):
         self.entered.set()
         assert self.gate.wait(10), "the test never opened the gate"
         return super().resolve(url, ref, creds)
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture
-def make_reconciler(tmp_path: Path, http: httpx.Client) -> Callable[[Any, FakeKube], Reconciler]:
-    def make(git_client: Any, kube: FakeKube) -> Reconciler:
-        return Reconciler(
-            kube,  # type: ignore[arg-type]
-            git_client,
-            ArtifactStore(tmp_path / "artifacts"),
-            Signer(b"k" * 32),
-            Settings(artifact_url="http://127.0.0.1:9"),
-            http,
-        )
-
-    return make
 
 
 def _secret(namespace: str, name: str, creds: Credentials) -> dict[str, Any]:
