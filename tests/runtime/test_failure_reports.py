@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+from runtime_procs import start_runtime_process, wait_until_ready
 
 SECRET = "s3cr3t-api-key-value"
 
@@ -82,22 +83,10 @@ async def test_failed_run_record_and_pod_log_carry_the_traceback(tmp_path: Path)
         "KUBESOAR_PORT": str(port),
         "KUBESOAR_SECRETS_DIR": str(tmp_path / "secrets"),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kubesoar", "runtime"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = start_runtime_process(env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            for _ in range(500):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                await asyncio.sleep(0.02)
+            await wait_until_ready(client, process)
             answer = await client.post("/v1/runs", json={"idempotencyKey": "k1", "alert": {}})
             assert answer.status_code == 202
             run_id = answer.json()["runId"]

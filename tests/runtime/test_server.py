@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from kubesoar._idempotency import DEFAULT_MAX_ENTRIES, IdempotencyCache
 from kubesoar._server import RuntimeServer
 from kubesoar._settings import RuntimeSettings, SettingsError
+from runtime_procs import start_runtime_process, wait_until_ready
 
 GATED_MODULE = """\
 import asyncio
@@ -307,22 +307,10 @@ async def test_sigterm_drains_a_real_subprocess(tmp_path: Path) -> None:
         "KUBESOAR_DRAIN_SECONDS": "30",
         "DRAIN_TEST_DIR": str(tmp_path),
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kubesoar", "runtime"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    process = start_runtime_process(env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
-            for _ in range(500):
-                try:
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                await asyncio.sleep(0.02)
+            await wait_until_ready(client, process)
             accepted = []
             for index in range(3):
                 body = {"idempotencyKey": f"d{index}", "alert": {"id": f"alert-{index}"}}
