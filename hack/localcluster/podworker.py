@@ -195,6 +195,12 @@ class PodWorker:
             return  # stays Pending until deleted, as with an image that cannot be pulled
         volumes = PodVolumes(self.pod, self.pod_dir)
         await self._retry_until_ok(lambda: volumes.set_up(PodObjects(self.node.api, self.pod)))
+        if self.init_records:
+            # A retried volume set-up said ContainerCreating; with volumes in place the
+            # app containers wait for the init containers again, as the kubelet reports.
+            for record in self.records:
+                if "waiting" in record.state:
+                    record.state = podstatus.waiting("PodInitializing")
         specs = self.pod["spec"]
         for container, record in zip(
             specs.get("initContainers") or [], self.init_records, strict=True
