@@ -114,7 +114,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--database-url-file",
         type=Path,
         help="the system of record's postgresql:// URL (a mounted Secret): status.runs then "
-        "counts every run on record, not what the pods remember",
+        "counts every run on record, not what the pods remember, and spec.scaling follows "
+        "each Playbook's queued runs",
     )
     parser.add_argument("--peering", action="store_true", help="use kopf peering (HA standby)")
     parser.add_argument("--verbose", action="store_true", help="log at DEBUG level")
@@ -155,7 +156,7 @@ async def run(args: argparse.Namespace) -> None:
     with httpx.Client(trust_env=False) as http:
         reconciler = Reconciler(kube, GitClient(state_dir / "git"), store, signer, settings, http)
         if args.database_url_file is not None:
-            reconciler.run_counts = RunCounts(resolve_url(url_file=args.database_url_file))
+            reconciler.use_database(RunCounts(resolve_url(url_file=args.database_url_file)))
         registry = handlers.register(
             reconciler, status_interval=args.status_interval, kubeconfig=args.kubeconfig
         )

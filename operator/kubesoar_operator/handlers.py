@@ -15,8 +15,8 @@ from typing import Any
 import kopf
 from kubesoar.contracts.kube import API_GROUP, API_VERSION, PLAYBOOK
 
+from kubesoar_operator import autoscale, login, refresher, workers
 from kubesoar_operator import conditions as c
-from kubesoar_operator import login, refresher, workers
 from kubesoar_operator.kube import ApiError
 from kubesoar_operator.reconcile import Outcome, Reconciler
 
@@ -134,6 +134,14 @@ def register(
     # Idle Playbooks learn of new runs on record from one query for all (runcounts.py).
     refresher.REFRESHER.register_sweep(
         PLAYBOOK.plural, lambda: reconciler.changed_run_counts(), status_interval
+    )
+    # Autoscaled Playbooks whose replicas should change (a queued run at zero): one query
+    # for all every few seconds, and none while no Playbook is autoscaled (autoscale.py).
+    refresher.REFRESHER.register_sweep(
+        PLAYBOOK.plural,
+        lambda: reconciler.autoscaler.due(),
+        autoscale.POLL_SECONDS,
+        name="autoscale",
     )
 
     @kopf.on.event(**resource, registry=registry)

@@ -26,7 +26,7 @@ from kubesoar.contracts.kube import (
     runtime_selector_labels,
 )
 
-from kubesoar_operator import children, metrics, render, report, source
+from kubesoar_operator import autoscale, children, metrics, render, report, source
 from kubesoar_operator import conditions as c
 from kubesoar_operator.artifacts import ArtifactStore
 from kubesoar_operator.gitsource import GitClient
@@ -129,8 +129,10 @@ class Reconciler:
         # Resolutions and artifacts shared by Playbooks on the same repository, ref and
         # credentials (sharedsource.py).
         self.sources = SharedSource(git, store)
-        # With the system of record, status.runs comes from it (runcounts.py).
+        # With the system of record, status.runs comes from it (runcounts.py), and so does
+        # the queue autoscaled Playbooks follow (`use_database`).
         self.run_counts: RunCounts | None = None
+        self.autoscaler = autoscale.Autoscaler(None)
         self._states: dict[tuple[str, str], _State] = {}
         self._guard = threading.Lock()
 
@@ -138,10 +140,16 @@ class Reconciler:
         with self._guard:
             return self._states.setdefault((namespace, name), _State())
 
+    def use_database(self, run_counts: RunCounts) -> None:
+        """Run counters and the autoscaler's queue from the system of record."""
+        self.run_counts = run_counts
+        self.autoscaler = autoscale.Autoscaler(run_counts.active_runs)
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop memory and artifacts of a deleted Playbook."""
         with self._guard:
             self._states.pop((namespace, name), None)
+        self.autoscaler.forget(namespace, name)
         self.store.prune(namespace, name, keep=set())
         metrics.record_ready(namespace, name, None)
 
@@ -206,13 +214,16 @@ class Reconciler:
         )
         if obs.source is not None:
             obs.source = _coarse_resolved_time(obs.source, previous.get("source"))
+        replicas, scaled = self._scale(namespace, name, spec, obs, previous)
         # The Deployment as read before applying, when nothing was applied: observing
         # reuses it instead of reading it again (one API call fewer per refresh).
         unchanged: tuple[dict[str, Any] | None] | None = None
         if obs.source is not None:
-            applied_retry, unchanged = self._apply(body, spec, state, obs)
+            applied_retry, unchanged = self._apply(body, spec, state, obs, replicas)
             retry_in = applied_retry or retry_in
-        self._observe(namespace, name, spec, obs, unchanged)
+        self._observe(namespace, name, replicas, obs, unchanged)
+        if scaled is not None:
+            _publish_scale(obs, *scaled)
         status, transitions = self._publish(namespace, name, obs, previous)
         state.last_status = {**previous, **status}
         next_refresh = None if retry_in is not None else _idle_for(spec, state, obs)
@@ -237,6 +248,28 @@ class Reconciler:
         return changed
 
     # --- steps -------------------------------------------------------------
+    def _scale(
+        self,
+        namespace: str,
+        name: str,
+        spec: PlaybookSpec,
+        obs: Observation,
+        previous: Mapping[str, Any],
+    ) -> tuple[int, tuple[autoscale.Policy, autoscale.Decision, str | None] | None]:
+        """The replicas to apply: the fixed `spec.replicas`, or what the autoscaler decides
+        (with its policy, decision and the commit whose entry points are known)."""
+        policy = autoscale.Policy.of(spec)
+        if policy is None:
+            self.autoscaler.forget(namespace, name)
+            return spec.replicas, None
+        before = previous.get("scale")
+        before = before if isinstance(before, Mapping) else None
+        known = before.get("entryPointsCommit") if before is not None else None
+        known = known if isinstance(known, str) else None
+        learn = obs.source is not None and known != obs.source.commit
+        decision = self.autoscaler.scale(namespace, name, policy, learn=learn, previous=before)
+        return decision.replicas, (policy, decision, known)
+
     def _source(
         self,
         namespace: str,
@@ -300,7 +333,12 @@ class Reconciler:
         )
 
     def _apply(
-        self, body: Mapping[str, Any], spec: PlaybookSpec, state: _State, obs: Observation
+        self,
+        body: Mapping[str, Any],
+        spec: PlaybookSpec,
+        state: _State,
+        obs: Observation,
+        replicas: int,
     ) -> tuple[float | None, tuple[dict[str, Any] | None] | None]:
         """Apply the children when they changed (or the Deployment is missing): the retry
         delay of a failure, and `(deployment,)` as read when nothing was applied."""
@@ -325,6 +363,7 @@ class Reconciler:
             artifact_port=self.settings.artifact_port,
             router_port=self.settings.router_port,
             default_image=self.settings.runtime_image,
+            replicas=replicas,
         )
         objs = children.owned_children(ctx, body)
         fingerprints = {_child_key(o): children.fingerprint([o]) for o in objs}
@@ -364,7 +403,7 @@ class Reconciler:
         self,
         namespace: str,
         name: str,
-        spec: PlaybookSpec,
+        desired: int,
         obs: Observation,
         known: tuple[dict[str, Any] | None] | None = None,
     ) -> None:
@@ -373,18 +412,18 @@ class Reconciler:
         else:
             deployment = self.kube.read_deployment(namespace, render.runtime_name(name))
         if deployment is None:
-            obs.rollout = RolloutState(exists=False, desired=spec.replicas)
+            obs.rollout = RolloutState(exists=False, desired=desired)
             return
         dep_status = deployment.get("status") or {}
         annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
         # None wanted and the controller counts none: no pod to list (an idle Playbook's
         # refresh then costs one read). Pods being deleted are left out either way.
-        no_pods = spec.replicas == 0 and not int(dep_status.get("replicas") or 0)
+        no_pods = desired == 0 and not int(dep_status.get("replicas") or 0)
         listed = () if no_pods else self.kube.list_pods(namespace, runtime_selector_labels(name))
         pods = tuple(_pod_state(p) for p in listed if not p["metadata"].get("deletionTimestamp"))
         obs.rollout = RolloutState(
             exists=True,
-            desired=spec.replicas,
+            desired=desired,
             commit=annotations.get(ANNOTATION_COMMIT, ""),
             revision=annotations.get(ANNOTATION_REVISION, ""),
             generation_observed=int(dep_status.get("observedGeneration") or 0)
@@ -409,6 +448,19 @@ class Reconciler:
         if _differs(status, previous):
             self.kube.patch_status(namespace, name, status)
         return status, transitions
+
+
+def _publish_scale(
+    obs: Observation, policy: autoscale.Policy, decision: autoscale.Decision, known: str | None
+) -> None:
+    """`status.scale`, and whether the current commit's entry points are known (a pod
+    at that commit reported them now, or one did before)."""
+    rollout, current = obs.rollout, obs.source
+    if current is not None and rollout is not None and rollout.commit == current.commit:
+        if obs.summary.reports_at_commit:
+            known = current.commit
+    obs.scaling_known = current is not None and known == current.commit
+    obs.scale = autoscale.as_status(policy, decision, known)
 
 
 def _coarse_resolved_time(current: SourceState, before: Any) -> SourceState:

@@ -60,7 +60,8 @@ class Refresher:
         self._due: dict[Key, float] = {}
         # Asked for sooner than due (refresh_soon), from any thread: taken by the loop.
         self._soon: dict[Key, float] = {}
-        self._sweeps: dict[str, tuple[SweepFn, float]] = {}
+        # name -> (plural, sweep, interval)
+        self._sweeps: dict[str, tuple[str, SweepFn, float]] = {}
         self._max_parallel = max_parallel
         # kopf's context (its settings and Event queue) as seen in its handlers, so that
         # kopf.event() works in the refresh functions, which run outside any handler.
@@ -70,10 +71,13 @@ class Refresher:
         """Refresh every object of `plural` every `interval` seconds with `refresh(body)`."""
         self._refresh[plural] = (refresh, interval)
 
-    def register_sweep(self, plural: str, sweep: SweepFn, interval: float) -> None:
+    def register_sweep(
+        self, plural: str, sweep: SweepFn, interval: float, *, name: str | None = None
+    ) -> None:
         """Every `interval` seconds, refresh the objects of `plural` that `sweep()` names
-        (namespace, name) at once; it runs in a worker thread. One sweep per kind."""
-        self._sweeps[plural] = (sweep, interval)
+        (namespace, name) at once; it runs in a worker thread. One sweep per `name`
+        (default: the kind's plural)."""
+        self._sweeps[name or plural] = (plural, sweep, interval)
 
     def refresh_soon(self, plural: str, namespace: str, name: str, delay: float = 0.0) -> None:
         """Refresh this object within `delay` seconds (sooner if it is due sooner anyway).
@@ -131,25 +135,26 @@ class Refresher:
                 busy.discard(key)
 
         sweep_due = {
-            plural: loop.time() + interval for plural, (_, interval) in self._sweeps.items()
+            sweep_name: loop.time() + interval
+            for sweep_name, (_, _, interval) in self._sweeps.items()
         }
 
-        async def sweep(plural: str) -> None:
-            fn, interval = self._sweeps[plural]
+        async def sweep(sweep_name: str) -> None:
+            plural, fn, interval = self._sweeps[sweep_name]
             try:
                 for namespace, name in await loop.run_in_executor(threads, lambda: list(fn())):
                     self.refresh_soon(plural, namespace, name)
             except Exception:  # a failed sweep is tried again at its next interval
-                log.exception("sweeping %s failed", plural)
+                log.exception("sweeping %s failed", sweep_name)
             finally:
-                sweep_due[plural] = loop.time() + interval
+                sweep_due[sweep_name] = loop.time() + interval
 
         while not stop.is_set():
             now = loop.time()
-            for plural, due in list(sweep_due.items()):
+            for sweep_name, due in list(sweep_due.items()):
                 if now >= due:
-                    sweep_due[plural] = float("inf")  # not again until this one has finished
-                    task = loop.create_task(sweep(plural))
+                    sweep_due[sweep_name] = float("inf")  # not again until this one finished
+                    task = loop.create_task(sweep(sweep_name))
                     running.add(task)
                     task.add_done_callback(running.discard)
             for key in list(self._soon):

@@ -45,6 +45,8 @@ class RenderContext:
     artifact_port: int = 8090
     router_port: int = ROUTER_PORT
     default_image: str = DEFAULT_IMAGE
+    # What the autoscaler asks for (autoscale.py); None: the spec's fixed `replicas`.
+    replicas: int | None = None
 
 
 def runtime_name(name: str) -> str:
@@ -210,7 +212,7 @@ def deployment(ctx: RenderContext) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": _meta(ctx, runtime_name(ctx.name)),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.replicas if ctx.replicas is None else ctx.replicas,
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": kube.runtime_selector_labels(ctx.name)},
             # Keep capacity during a rollout: a new pod must be ready before an old one goes.

@@ -1,4 +1,4 @@
-"""Playbook run counters from the system of record, for `status.runs`.
+"""Playbook run counters from the system of record, for `status.runs` and the autoscaler.
 
 With a database the counters are what PostgreSQL holds for each Playbook (every run
 any pod ran, kept by retention), not what the pods still running happen to remember.
@@ -20,11 +20,22 @@ from typing import Any
 import asyncpg
 from kubesoar_store import PlaybookCounters, StoreError
 from kubesoar_store.counters import playbook_counters
+from kubesoar_store.errors import unavailable
 from kubesoar_store.pool import create_pool
 
 log = logging.getLogger("kubesoar_operator.runcounts")
 
 QUERY_TIMEOUT_SECONDS = 10.0
+# The autoscaler's signal (autoscale.py), read every few seconds: only unfinished runs,
+# which the partial indexes `runs_queue` and `runs_leases` hold, never the history.
+ACTIVE_RUNS = """
+SELECT namespace, playbook,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'running') AS running
+FROM runs
+WHERE status IN ('queued', 'running')
+GROUP BY namespace, playbook
+"""
 
 
 def _rfc3339(moment: datetime | None) -> str | None:
@@ -64,6 +75,8 @@ class RunCounts:
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str], PlaybookCounters] = {}
         self._fetched_at = float("-inf")
+        self._active: dict[tuple[str, str], tuple[int, int]] = {}
+        self._active_at = float("-inf")
 
     def status_runs(self, namespace: str, playbook: str) -> dict[str, Any] | None:
         """The Playbook's `status.runs`, or None when the database cannot be read now
@@ -80,12 +93,36 @@ class RunCounts:
                 self._fetched_at = time.monotonic()
             return as_status(self._counters.get((namespace, playbook)))
 
-    async def _read(self) -> dict[tuple[str, str], PlaybookCounters]:
+    def active_runs(self, max_age: float) -> dict[tuple[str, str], tuple[int, int]] | None:
+        """(queued, running) of every Playbook with unfinished runs, at most `max_age`
+        seconds old (one query for all); None when the database cannot be read now."""
+        with self._lock:
+            if time.monotonic() - self._active_at > max_age:
+                future = asyncio.run_coroutine_threadsafe(self._read_active(), self._loop)
+                try:
+                    self._active = future.result(QUERY_TIMEOUT_SECONDS)
+                except (StoreError, FutureTimeout) as exc:
+                    future.cancel()
+                    log.warning("queued runs unavailable: %s", exc)
+                    return None
+                self._active_at = time.monotonic()
+            return self._active
+
+    async def _pool_ready(self) -> asyncpg.Pool:
         if self._pool is None:
             self._pool = await create_pool(
                 self._url, min_size=1, max_size=2, application_name="kubesoar-operator-runcounts"
             )
-        rows = await playbook_counters(self._pool)
+        return self._pool
+
+    async def _read_active(self) -> dict[tuple[str, str], tuple[int, int]]:
+        pool = await self._pool_ready()
+        with unavailable("reading queued runs"):
+            rows = await pool.fetch(ACTIVE_RUNS)
+        return {(r["namespace"], r["playbook"]): (r["queued"], r["running"]) for r in rows}
+
+    async def _read(self) -> dict[tuple[str, str], PlaybookCounters]:
+        rows = await playbook_counters(await self._pool_ready())
         return {(row.namespace, row.playbook): row for row in rows}
 
     def close(self) -> None:

@@ -156,11 +156,33 @@ class Network(_Model):
     egress: tuple[EgressRule, ...] = ()
 
 
+class Scaling(_Model):
+    """Replicas that follow the Playbook's queue in the system of record (autoscale.py)."""
+
+    min_replicas: int = Field(default=0, ge=0, le=100, alias="minReplicas")
+    max_replicas: int = Field(default=1, ge=1, le=100, alias="maxReplicas")
+    idle_seconds: int = Field(default=300, ge=1, le=86_400, alias="idleSeconds")
+    # Unset: runtime.concurrency, the runs one pod works on at once.
+    runs_per_replica: int | None = Field(default=None, ge=1, le=100_000, alias="runsPerReplica")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) must not exceed "
+                f"maxReplicas ({self.max_replicas})"
+            )
+        return self
+
+
 class PlaybookSpec(_Model):
     source: Source
     module: str = Field(pattern=MODULE_NAME, max_length=255)
     max_attempts: int = Field(default=3, alias="maxAttempts", ge=1, le=20)
+    # A fixed count; not used when `scaling` is set (as a Deployment's replicas are not
+    # when an autoscaler owns them).
     replicas: int = Field(default=1, ge=0, le=100)
+    scaling: Scaling | None = None
     suspend: bool = False
     runtime: Runtime = Field(default_factory=Runtime)
     network: Network = Field(default_factory=Network)

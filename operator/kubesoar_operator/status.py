@@ -52,6 +52,10 @@ class Observation:
     endpoint: str | None = None
     requested_at: str | None = None
     suspended: bool = False
+    scale: dict[str, Any] | None = None  # status.scale of an autoscaled Playbook
+    # Autoscaled, and the current commit's entry points are known: fewer ready pods than
+    # desired is a scale-up for queued runs (routes unchanged), not a rollout.
+    scaling_known: bool = False
 
 
 @dataclass
@@ -84,13 +88,28 @@ def _runtime_condition(obs: Observation, gen: int) -> dict[str, Any]:
         and rollout.replicas == rollout.desired
     )
     counts = f"{rollout.ready}/{rollout.desired} pods ready"
+    if not done and _scaling(obs, rollout):
+        message = f"{counts} at {rollout.revision}, scaling to {rollout.desired}"
+        return c.make(c.RUNTIME_READY, True, c.SUCCEEDED, message, gen)
     if not done:
         return c.make(c.RUNTIME_READY, False, c.ROLLING_OUT, f"{counts}, rolling out", gen)
-    if rollout.desired > 0 and summary.reports_at_commit == 0:
+    if rollout.desired > 0 and summary.reports_at_commit == 0 and not obs.scaling_known:
         return c.make(
             c.RUNTIME_READY, False, c.PROGRESSING, f"{counts}, waiting for the runtime report", gen
         )
     return c.make(c.RUNTIME_READY, True, c.SUCCEEDED, f"{counts} at {rollout.revision}", gen)
+
+
+def _scaling(obs: Observation, rollout: RolloutState) -> bool:
+    """Pods at the current revision are added or removed by the autoscaler: the Playbook
+    keeps serving (queued runs wait for the new pod), as a Deployment stays Available."""
+    return (
+        obs.scaling_known
+        and obs.source is not None
+        and rollout.commit == obs.source.commit
+        and rollout.generation_observed
+        and rollout.updated >= rollout.replicas
+    )
 
 
 def summarize(
@@ -156,6 +175,8 @@ def summarize(
     if obs.rollout is not None:
         status["replicas"] = obs.rollout.replicas
         status["readyReplicas"] = obs.rollout.ready
+    # Merge-patch semantics: None removes it once spec.replicas is fixed again.
+    status["scale"] = obs.scale
     if obs.endpoint:
         status["endpoint"] = obs.endpoint
     if obs.summary.reports_at_commit:

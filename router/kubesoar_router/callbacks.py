@@ -23,7 +23,15 @@ from aiohttp import web
 from kubesoar import _bearer as bearer
 from kubesoar import _bodies as bodies
 from kubesoar.contracts import http
-from kubesoar_store import NotLeased, RunRecord, StoreUnavailable, alertviews, dispatch, journal
+from kubesoar_store import (
+    NotLeased,
+    RunRecord,
+    StoreUnavailable,
+    alertviews,
+    approvals,
+    dispatch,
+    journal,
+)
 from pydantic import BaseModel, ValidationError
 
 logger = logging.getLogger("kubesoar.router.callbacks")
@@ -76,6 +84,12 @@ def _handler(what: str) -> Any:
                 return _answer(http.LeaseAnswer(lease_expires_at=expires.isoformat()))
             if what == "actions":
                 entry = await _parsed(request, http.JournalEntry)
+                if entry.action.startswith(http.RESERVED_ACTION_PREFIX):
+                    # Approval decisions are people's (the runs API), never a pod's.
+                    return _error(
+                        400, "reserved_action", f"action names starting with"
+                        f" {http.RESERVED_ACTION_PREFIX!r} are kubesoar's own",
+                    )  # fmt: skip
                 written = await journal.put(
                     pool,
                     run_id,
@@ -94,6 +108,15 @@ def _handler(what: str) -> Any:
                     error=result.error,
                     traceback=result.traceback,
                 )
+                if result.approval is not None:
+                    waiting = approvals.Waiting(
+                        seq=result.approval.seq,
+                        title=result.approval.title,
+                        details=result.approval.details,
+                        ttl_seconds=result.approval.ttl_seconds,
+                    )
+                    written = await approvals.suspend(pool, run_id, token, waiting, record)
+                    return _answer({"recorded": written})
                 written = await dispatch.complete(
                     pool, run_id, token, record, also=_alert_lifecycle(run_id, result.results)
                 )

@@ -7,7 +7,9 @@ a fresh per-run token, and the pod that takes it reports to whichever replica it
 
 One tick:
 1. every `expire_every` seconds, runs whose lease ran out are requeued with
-   `attempt + 1`, or end `dead` after `max_attempts` (`store.dispatch.expire_leases`);
+   `attempt + 1`, or end `dead` after `max_attempts` (`store.dispatch.expire_leases`),
+   and approvals nobody decided in time are denied as Expired, their runs queued again
+   (`store.approvals.expire_approvals`);
 2. the queue depth per Playbook is read (ingest refuses with 429 above
    `max_queued_per_playbook`, from this cached view);
 3. for each Playbook with queued runs and ready endpoints in the snapshot, up to
@@ -37,7 +39,15 @@ from dataclasses import dataclass, field
 import aiohttp
 import asyncpg
 from kubesoar.contracts import caller, http
-from kubesoar_store import ClaimedRun, RunRecord, StoreError, dispatch, journal, replicas
+from kubesoar_store import (
+    ClaimedRun,
+    RunRecord,
+    StoreError,
+    approvals,
+    dispatch,
+    journal,
+    replicas,
+)
 from kubesoar_store.errors import unavailable
 from multidict import CIMultiDict
 from pydantic import ValidationError
@@ -155,6 +165,12 @@ class Dispatcher:
                     f": {expired.reason}" if expired.reason else "",
                     extra={"namespace": expired.namespace, "playbook": expired.playbook},
                 )
+            for decided in await approvals.expire_approvals(self.pool):
+                logger.info(
+                    "approval of run %s expired undecided: denied",
+                    decided.id,
+                    extra={"namespace": decided.namespace, "playbook": decided.playbook},
+                )
         with unavailable("reading queue depths"):
             rows = await self.pool.fetch(QUEUED_TOTALS)
         queued = {(r["namespace"], r["playbook"]): r["queued"] for r in rows}
@@ -186,6 +202,9 @@ class Dispatcher:
     async def _send(self, run: ClaimedRun, endpoints: Sequence[Endpoint]) -> None:
         token = ""
         key = run.idempotency_key
+        if run.resumes:
+            # A continuation after an approval: a new request, not a repeat of the last.
+            key = f"{key}#resume-{run.resumes}"
         if self.caller_key is not None:
             token = caller.caller_token(self.caller_key, run.namespace, run.playbook)
             # As for direct delivery: a key nobody without the token can compute.
@@ -221,8 +240,9 @@ class Dispatcher:
             logger.warning("could not hand run %s back (its lease will): %s", run.id, exc)
 
     async def _request_body(self, run: ClaimedRun, idempotency_key: str) -> bytes:
-        # A first attempt has no journal: one query saved per dispatched run.
-        recorded = await journal.entries(self.pool, run.id) if run.attempt > 1 else []
+        # A first attempt that never waited has no journal: one query saved per run.
+        resumed = run.attempt > 1 or run.resumes > 0
+        recorded = await journal.entries(self.pool, run.id) if resumed else []
         entries = [
             http.JournalEntry(seq=e.seq, action=e.action, status=e.status, result=e.result)
             for e in recorded

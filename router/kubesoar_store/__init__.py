@@ -8,6 +8,7 @@ pods never see the database. Modules by concern:
 - `groupcommit`  GroupCommitter: alert + runs, many requests per commit
 - `dispatch`     claim / heartbeat / complete / release / expire_leases
 - `journal`      the action journal by (run, seq)
+- `approvals`    runs waiting for a person: suspend / decide / expire_approvals
 - `keys`         replay cache and rate limits shared by replicas
 - `counters`, `retention`
 - `errors`       the exception tree (StoreError and below)

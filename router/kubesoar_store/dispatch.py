@@ -27,7 +27,7 @@ import asyncpg
 from kubesoar_store import tokens
 from kubesoar_store.bounds import MAX_RESULT_BYTES, bounded_json, bounded_text
 from kubesoar_store.errors import NotLeased, unavailable
-from kubesoar_store.models import ClaimedRun, ExpiredLease, RunRecord
+from kubesoar_store.models import REPORTED_FINAL_STATUSES, ClaimedRun, ExpiredLease, RunRecord
 
 CLAIM = """
 WITH picked AS (
@@ -53,7 +53,8 @@ SET status = 'running',
 FROM picked, alerts a
 WHERE r.id = picked.id AND a.id = r.alert_id
 RETURNING picked.n, r.id, r.alert_id, r.namespace, r.playbook, r.entry_points, r.attempt,
-          r.max_attempts, r.idempotency_key, r.lease_expires_at, a.alert, a.correlation_id
+          r.max_attempts, r.idempotency_key, r.lease_expires_at, r.resumes, a.alert,
+          a.correlation_id
 """
 
 EXPIRE = """
@@ -122,6 +123,7 @@ async def claim(
             token=minted[row["n"] - 1][0],
             alert=json.loads(row["alert"]),
             correlation_id=row["correlation_id"],
+            resumes=row["resumes"],
         )
         for row in rows
     ]
@@ -129,7 +131,7 @@ async def claim(
     return claimed
 
 
-async def _check_lease(conn: asyncpg.Connection, run_id: uuid.UUID, token: str) -> str:
+async def check_lease(conn: asyncpg.Connection, run_id: uuid.UUID, token: str) -> str:
     """Lock the run and check the token; returns its status. NotLeased when it does not fit."""
     row = await conn.fetchrow(_LOCK_RUN, run_id)
     # One answer for "no such run" and "not yours", so a pod learns nothing about others' runs.
@@ -150,7 +152,7 @@ async def heartbeat(
     """Extend the lease of a running run; returns the new lease end."""
     with unavailable("extending a lease"):
         async with pool.acquire() as conn, conn.transaction():
-            if await _check_lease(conn, run_id, token) != "running":
+            if await check_lease(conn, run_id, token) != "running":
                 raise NotLeased(f"run {run_id} is not running")
             expires: datetime = await conn.fetchval(
                 "UPDATE runs SET lease_expires_at = coalesce($2::timestamptz, now())"
@@ -181,13 +183,13 @@ async def complete(
     repeat of an accepted report (the pod retrying after a lost answer) is
     answered False without writing, so the pod need not tell the two apart.
     """
-    if record.status not in ("succeeded", "failed"):
-        raise ValueError(f"a run ends succeeded or failed, not {record.status!r}")
+    if record.status not in REPORTED_FINAL_STATUSES:
+        raise ValueError(f"a run ends succeeded, failed or denied, not {record.status!r}")
     result = bounded_json(record.result, max_result_bytes) if record.result is not None else None
     with unavailable("recording a run"):
         async with pool.acquire() as conn, conn.transaction():
-            status = await _check_lease(conn, run_id, token)
-            if status in ("succeeded", "failed"):
+            status = await check_lease(conn, run_id, token)
+            if status in REPORTED_FINAL_STATUSES:
                 return False
             if status != "running":
                 raise NotLeased(f"run {run_id} is {status}, not running")
@@ -212,7 +214,7 @@ async def release(
     """A draining pod hands back a run it has not started: queued again, same attempt."""
     with unavailable("releasing a run"):
         async with pool.acquire() as conn, conn.transaction():
-            if await _check_lease(conn, run_id, token) != "running":
+            if await check_lease(conn, run_id, token) != "running":
                 raise NotLeased(f"run {run_id} is not running")
             await conn.execute(
                 "UPDATE runs SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,"

@@ -10,8 +10,10 @@ from typing import Any
 
 from kubesoar_store.ids import uuid7
 
-RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "dead")
-FINAL_STATUSES = ("succeeded", "failed", "dead")
+RUN_STATUSES = ("queued", "running", "waiting", "succeeded", "failed", "dead", "denied")
+FINAL_STATUSES = ("succeeded", "failed", "dead", "denied")
+REPORTED_FINAL_STATUSES = ("succeeded", "failed", "denied")
+"""How a runtime pod can say a run ended (`dead` is the store's own verdict)."""
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,16 @@ class ClaimedRun:
     token: str
     alert: Mapping[str, Any]
     correlation_id: str | None
+    resumes: int = 0
+    """Decided approvals so far: a resumed run replays its journal, and its request to
+    a pod is a new one (the pod's idempotency cache must not answer it from before)."""
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """What a runtime pod reports when a run ends (bounded by `complete`, never refused)."""
 
-    status: str  # "succeeded" or "failed"
+    status: str  # "succeeded", "failed" or "denied"
     result: Any = None
     error: str | None = None
     traceback: str | None = None

@@ -27,7 +27,7 @@ from kubesoar_store.paging import Position, changed_after, clamp_limit
 SUMMARY_COLUMNS = (
     "r.id, r.id::text AS name, r.namespace, r.playbook, r.entry_points, r.status, r.attempt,"
     " r.max_attempts, r.idempotency_key, r.alert_id, r.created_at, r.started_at,"
-    " r.finished_at, r.updated_at, r.error"
+    " r.finished_at, r.updated_at, r.error, r.approval"
 )
 FULL_COLUMNS = SUMMARY_COLUMNS + ", r.result, r.traceback"
 
@@ -146,8 +146,9 @@ async def get_run(pool: asyncpg.Pool, namespace: str, run_id: uuid.UUID) -> dict
 
 def _decoded(row: asyncpg.Record) -> dict[str, Any]:
     run = dict(row)
-    if run.get("result") is not None:
-        run["result"] = json.loads(run["result"])
+    for column in ("result", "approval"):
+        if run.get(column) is not None:
+            run[column] = json.loads(run[column])
     return run
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kubesoar._alert import Alert, IOCs, Severity, normalize_severity
+    from kubesoar._approval import Approval, ApprovalDenied, ApprovalUnavailable
     from kubesoar._conditions import Condition, ConditionError, compile_conditions
     from kubesoar._context import RunContext, current_context
     from kubesoar._sdk import action, playbook
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _HOMES = {
+    "Approval": "kubesoar._approval",
+    "ApprovalDenied": "kubesoar._approval",
+    "ApprovalUnavailable": "kubesoar._approval",
     "IOCs": "kubesoar._alert",
     "Alert": "kubesoar._alert",
     "Severity": "kubesoar._alert",
@@ -41,6 +45,9 @@ _HOMES = {
 
 __all__ = [
     "Alert",
+    "Approval",
+    "ApprovalDenied",
+    "ApprovalUnavailable",
     "Condition",
     "ConditionError",
     "IOCs",

@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from kubesoar._approval import DEFAULT_TTL_SECONDS, Approval, Approver, request_approval
 from kubesoar._journal import ActionJournal
 from kubesoar._redact import redact
 from kubesoar._secrets import Secrets
@@ -156,6 +157,7 @@ class RunContext:
         attempt: int = 1,
         idempotency_key: str | None = None,
         journal: ActionJournal | None = None,
+        approver: Approver | None = None,
     ) -> None:
         self.run_id = run_id
         # Delivery attempt of this run, from 1: more than 1 after a redelivery (the pod
@@ -165,6 +167,7 @@ class RunContext:
         self.attempt = attempt
         self.idempotency_key = idempotency_key
         self.journal = journal
+        self._approver = approver
         self.correlation_id = correlation_id
         self.playbook = playbook
         self.secrets: Secrets = _RememberingSecrets(secrets_dir)
@@ -216,6 +219,16 @@ class RunContext:
 
         tasks = [one(item) for item in awaitables]
         return await asyncio.gather(*tasks, return_exceptions=return_exceptions)
+
+    async def approval(
+        self, title: str, details: Any = None, *, ttl_seconds: float = DEFAULT_TTL_SECONDS
+    ) -> Approval:
+        """Wait for a person to approve `title` (kubesoar._approval): returns the decision
+        when approved, raises `ApprovalDenied` when denied or expired. The run is parked
+        meanwhile, holding no worker; `details` (JSON) is shown to the approver."""
+        return await request_approval(
+            title, details, ttl_seconds, journal=self.journal, approver=self._approver
+        )
 
     def record_attempt(self, attempt: dict[str, Any]) -> None:
         if len(self.attempts) >= MAX_ATTEMPTS_PER_RUN:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from kubesoar._alert import Alert
+from kubesoar._approval import ApprovalDenied, ApprovalPending, Approver
 from kubesoar._context import (
     BackoffSleep,
     RunContext,
@@ -94,8 +95,9 @@ class Run:
     entry_points: list[EntryPoint]
     correlation_id: str
     idempotency_key: str | None = None
-    # queued -> running -> succeeded | failed, or abandoned (still queued or
-    # running when a drain window ended)
+    # queued -> running -> succeeded | failed | denied (an approval was refused), or
+    # waiting (parked for an approval: the router queues it again once decided), or
+    # abandoned (still queued or running when a drain window ended)
     status: str = "queued"
     created: str = field(default_factory=_now)
     started: str | None = None
@@ -112,10 +114,13 @@ class Run:
     # Heartbeats keep the lease from the moment the pod accepts the run until its
     # record is delivered: a run waiting in the pod's queue holds its lease too.
     heartbeats: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
+    # What the run waits for when its status is waiting.
+    approval: http.ApprovalRequest | None = None
 
     @property
     def done(self) -> bool:
-        return self.status in {"succeeded", "failed", "abandoned"}
+        """Nothing more happens to it on this pod (a waiting run resumes elsewhere)."""
+        return self.status in {"succeeded", "failed", "denied", "waiting", "abandoned"}
 
     def result_of(self, name: str) -> Any:
         for result in self.results:
@@ -139,19 +144,36 @@ class Run:
             "actions": self.attempts,
             "error": self.error,
             "attempt": self.attempt,
+            **({"approval": http.dump(self.approval)} if self.approval is not None else {}),
         }
 
     def to_result(self) -> http.RunResult:
         """The record a dispatched run reports to the router when it ends."""
-        failed = next((r for r in self.results if r.get("status") != "succeeded"), None)
+        failed = next((r for r in self.results if r.get("status") == "failed"), None)
         return http.RunResult(
-            status="succeeded" if self.status == "succeeded" else "failed",
+            status=self.status if self.status in _REPORTED else "failed",
+            approval=self.approval,
             results=self.results,
             actions=self.attempts,
             error=self.error,
             traceback=failed.get("traceback") if failed else None,
             duration_seconds=self.duration_seconds,
         )
+
+
+# The statuses a run's report names as they are; anything else (abandoned) is failed.
+_REPORTED = frozenset({"succeeded", "failed", "denied", "waiting"})
+
+
+def _run_status(results: list[dict[str, Any]]) -> str:
+    """A run waits when an entry point waits (nothing after it ran); it failed when one
+    failed; it was denied when one stopped at a refused approval; else it succeeded."""
+    statuses = {result["status"] for result in results}
+    if "waiting" in statuses:
+        return "waiting"
+    if statuses - {"succeeded", "denied"}:
+        return "failed"
+    return "denied" if "denied" in statuses else "succeeded"
 
 
 @dataclass
@@ -190,8 +212,10 @@ class Engine:
         on_finished: Callable[[Run], None] | None = None,
         backoff_sleep: BackoffSleep | None = None,
         reports: RunReports | None = None,
+        approver: Approver | None = None,
     ) -> None:
         self.entry_points = list(entry_points)
+        self.approver = approver  # decides `ctx.approval` of runs not dispatched (tests)
         self._by_name = {entry.name: entry for entry in self.entry_points}
         self.default_timeout = default_timeout
         self.secrets_dir = secrets_dir
@@ -272,7 +296,13 @@ class Engine:
         self.keep_lease(run)
         try:
             for entry in run.entry_points:
-                run.results.append(await self._run_entry(run, entry))
+                outcome = await self._run_entry(run, entry)
+                run.results.append(outcome)
+                if outcome["status"] == "waiting":
+                    # Later entry points run after the decision: their action calls would
+                    # take journal numbers the waiting one needs when it resumes.
+                    run.approval = outcome.pop("approval")
+                    break
         except asyncio.CancelledError:
             # A drain that ran out: no more heartbeats, so the lease runs out and the
             # router gives the run to another pod, attempt + 1.
@@ -283,8 +313,8 @@ class Engine:
         finally:
             run.duration_seconds = round(time.perf_counter() - clock, 6)
             run.finished = _now()
-            failed = [r for r in run.results if r["status"] != "succeeded"]
-            run.status = "failed" if failed else "succeeded"
+            failed = [r for r in run.results if r["status"] not in ("succeeded", "waiting")]
+            run.status = _run_status(run.results)
             if run.error == ABANDONED_ERROR:
                 run.status = "abandoned"
                 log.warning("run %s abandoned while running: %s", run.id, ABANDONED_ERROR)
@@ -292,7 +322,11 @@ class Engine:
                 first = failed[0]
                 where = f" (at {first['where']})" if first.get("where") else ""
                 run.error = f"{first['name']}: {first.get('error')}{where}"
-            self._count(run)
+            if run.status == "waiting":
+                title = run.approval.title if run.approval else ""
+                log.info("run %s waits for approval %r", run.id, title)
+            else:
+                self._count(run)
             # A succeeded run is counted and kept in the history; a line each at the
             # ingest rate would cost more than the run (DEBUG shows them).
             log.log(
@@ -331,6 +365,8 @@ class Engine:
         self.totals.last_run_time = run.finished
         if run.status == "succeeded":
             self.totals.succeeded += 1
+        elif run.status == "denied":
+            pass  # people said no: in the total, neither a success nor a failure
         else:
             self.totals.failed += 1
             self.totals.last_error = run.error
@@ -364,6 +400,7 @@ class Engine:
             attempt=run.attempt,
             idempotency_key=run.idempotency_key,
             journal=run.journal,
+            approver=self.approver,
         )
         timeout = entry.timeout or self.default_timeout
         started = _now()
@@ -379,6 +416,11 @@ class Engine:
                 else:
                     value = await asyncio.to_thread(entry.func, *args)
             outcome.update(status="succeeded", result=json_safe(value), error=None)
+        except ApprovalPending as pending:
+            outcome.update(status="waiting", result=None, error=None, approval=pending.request)
+        except ApprovalDenied as exc:
+            # A decision, not a bug: no traceback, the decider's words in the error.
+            outcome.update(status="denied", result=None, error=_error_text(exc))
         except TimeoutError as exc:
             # The entry point's own deadline, or an action's that it let through.
             if deadline.expired():

@@ -281,6 +281,7 @@ async def run_playbook(
     http: MockHTTP | httpx.AsyncBaseTransport | None = None,
     timeout_seconds: float = 60.0,
     backoff: bool | Callable[[float], Awaitable[None]] = True,
+    approvals: bool | Callable[[Any], Awaitable[Any]] | None = None,
 ) -> Run:
     """Run a `@playbook` function (always), or a module's / file's entry
     points that the alert matches (or those named in `playbooks`), with the
@@ -288,7 +289,12 @@ async def run_playbook(
 
     `backoff=False` makes retries not wait (the `no_backoff` fixture does the
     same and records the delays); a callable (`BackoffRecorder()`, or any
-    `async def sleep(seconds)`) is awaited instead of each wait."""
+    `async def sleep(seconds)`) is awaited instead of each wait.
+
+    `approvals` decides the run's `ctx.approval` calls: True approves each, False denies
+    each, an `async def decide(request)` returns True/False (or a `kubesoar.Approval`)
+    per request (`request.title`, `request.details`); None leaves them undecidable
+    (`ApprovalUnavailable`), as outside the cluster."""
     from kubesoar._alert import Alert
     from kubesoar._engine import Engine
 
@@ -309,10 +315,22 @@ async def run_playbook(
         secrets_dir=secrets_dir,
         http_transport=transport,
         backoff_sleep=sleep,
+        approver=_approver(approvals),
     )
     names = playbooks if playbooks is not None or by_conditions else [e.name for e in entries]
     selected = engine.select(alert, names)
     return await engine.execute(engine.create_run(alert, selected))
+
+
+def _approver(approvals: bool | Callable[[Any], Awaitable[Any]] | None) -> Any:
+    if approvals is None or callable(approvals):
+        return approvals
+    decided = bool(approvals)
+
+    async def fixed(request: Any) -> bool:
+        return decided
+
+    return fixed
 
 
 def run_playbook_sync(target: Any, alert: Alert | dict[str, Any], **kwargs: Any) -> Run:

@@ -31,6 +31,8 @@ MODELS: list[type[BaseModel]] = [
     http.JournalEntry,
     http.RunAccepted,
     http.RunResult,
+    http.ApprovalRequest,
+    http.ApprovalDecision,
     http.LeaseAnswer,
     http.RunRecord,
     http.Report,

@@ -32,6 +32,15 @@ RESOURCES: list[dict[str, Any]] = [
         "verbs": ["create"],
     },
     {
+        # POST …/runs/{name}/approval {"approved": true|false, "comment": "…"}: decide a
+        # waiting run. RBAC: the verb `approve` on `runs/approval`.
+        "name": f"{kube.RUNS_RESOURCE}/approval",
+        "singularName": "",
+        "namespaced": True,
+        "kind": "Run",
+        "verbs": ["create"],
+    },
+    {
         "name": kube.ALERTS_RESOURCE,
         "singularName": "alert",
         "namespaced": True,

@@ -3,6 +3,8 @@
     GET   /apis, /apis/runs.kubesoar.dev, /apis/runs.kubesoar.dev/v1alpha1   discovery
     GET   …/v1alpha1[/namespaces/{ns}]/runs[?watch=true]   list or watch (listing.py)
     GET   …/v1alpha1/namespaces/{ns}/runs/{name}           get
+    POST  …/v1alpha1/namespaces/{ns}/runs/{name}/redeliver a failed or dead run again
+    POST  …/v1alpha1/namespaces/{ns}/runs/{name}/approval  approve or deny a waiting run
     GET   …/v1alpha1[/namespaces/{ns}]/alerts[?watch=true] list or watch
     GET   …/v1alpha1/namespaces/{ns}/alerts/{name}         get
     PATCH …/v1alpha1/namespaces/{ns}/alerts/{name}         merge patch of spec (+ spec.comment)
@@ -26,7 +28,7 @@ import asyncpg
 from aiohttp import web
 from kubesoar import _bodies as bodies
 from kubesoar.contracts import kube
-from kubesoar_store import StoreUnavailable, alertviews, runviews
+from kubesoar_store import StoreUnavailable, alertviews, approvals, runviews
 
 from kubesoar_router.api import discovery, listing, objects, openapi, watching
 from kubesoar_router.api.access import Attributes, Authorizer, forbidden_message
@@ -166,6 +168,55 @@ async def redeliver_run(request: web.Request) -> web.Response:
     return json_response(objects.run_object(run), status=201)
 
 
+APPROVAL_FIELDS = ("approved", "comment")
+
+
+async def decide_run(request: web.Request) -> web.Response:
+    """POST runs/{name}/approval {"approved": bool, "comment": str}: decide what a
+    waiting run asks. Its own verb (`approve` on runs/approval), so that who may approve
+    is granted apart from who may read or edit; the decider is the authenticated user."""
+    name = request.match_info["name"]
+    resource = f"{kube.RUNS_RESOURCE}/approval"
+    await _authorize(request, "approve", resource, name)
+    body = await _bounded_json(request)
+    unknown = sorted(set(body) - {"apiVersion", "kind", *APPROVAL_FIELDS})
+    if unknown:
+        raise invalid(resource, name, unknown[0], "unknown field (approved, comment)")
+    approved, comment = body.get("approved"), body.get("comment")
+    if not isinstance(approved, bool):
+        raise invalid(resource, name, "approved", "required: true or false")
+    if comment is not None and not isinstance(comment, str):
+        raise invalid(resource, name, "comment", "must be a string")
+    run_id = objects.parse_name(name)
+    namespace = request.match_info["namespace"]
+    pool = request.app[STATE].pool
+    user: User = request[USER_KEY]
+    try:
+        before = (
+            await approvals.decide(
+                pool, namespace, run_id, approved=approved, by=user.name, comment=comment
+            )
+            if run_id is not None
+            else None
+        )
+    except ValueError as exc:
+        raise invalid(resource, name, "comment", str(exc)) from None
+    run = await runviews.get_run(pool, namespace, run_id) if run_id is not None else None
+    if before is None or run is None:
+        raise not_found(kube.RUNS_RESOURCE, name)
+    if before != "waiting":
+        raise ApiProblem(
+            409,
+            f'run "{name}" is {before}: only a waiting run is approved or denied',
+            resource=kube.RUNS_RESOURCE,
+            name=name,
+        )
+    logger.info(
+        "run %s/%s %s by %s", namespace, name, "approved" if approved else "denied", user.name
+    )
+    return json_response(objects.run_object(run))
+
+
 # --- change an alert -----------------------------------------------------------------
 async def change_alert(request: web.Request) -> web.Response:
     """PATCH (merge patch) or PUT of an alert's spec, as the authenticated user."""
@@ -273,6 +324,7 @@ def add_routes(app: web.Application) -> None:
     run = f"{base}/namespaces/{{namespace}}/{kube.RUNS_RESOURCE}/{{name}}"
     app.router.add_get(run, get_run)
     app.router.add_post(f"{run}/redeliver", redeliver_run)
+    app.router.add_post(f"{run}/approval", decide_run)
     alert = f"{base}/namespaces/{{namespace}}/{kube.ALERTS_RESOURCE}/{{name}}"
     app.router.add_get(alert, get_alert)
     app.router.add_patch(alert, change_alert)

@@ -124,6 +124,9 @@ def run_object(row: Mapping[str, Any]) -> dict[str, Any]:
         status["results"] = result
     if row.get("traceback"):
         status["traceback"] = row["traceback"]
+    if row.get("approval") is not None:
+        # What the run waits for (phase waiting), or the last decision it got.
+        status["approval"] = row["approval"]
     if "journal" in row:
         status["journal"] = [
             _drop_none(
@@ -159,7 +162,7 @@ def run_object(row: Mapping[str, Any]) -> dict[str, Any]:
 RUN_COLUMNS = [
     ("Name", "string", "name", "The run's id."),
     ("Playbook", "string", "", "The Playbook the run belongs to."),
-    ("Status", "string", "", "queued, running, waiting, succeeded, failed or dead."),
+    ("Status", "string", "", "queued, running, waiting, succeeded, failed, dead or denied."),
     ("Attempt", "integer", "", "The delivery attempt, from 1."),
     ("Age", "string", "", "Time since the run was created."),
     ("Duration", "string", "", "Start to end (or to now, while it runs)."),

@@ -81,7 +81,9 @@ RUN = _top(
         "What happened.",
         {
             "phase": _s(
-                "queued, running, waiting, succeeded, failed or dead.", enum=list(RUN_STATUSES)
+                "queued, running, waiting (for an approval), succeeded, failed, dead or denied"
+                " (an approval was refused).",
+                enum=list(RUN_STATUSES),
             ),
             "attempt": _p("integer", "The delivery attempt, from 1."),
             "startTime": _s("When a runtime pod first started it.", **TIME),
@@ -93,6 +95,27 @@ RUN = _top(
                 "Each entry point's outcome.", _free("name, status, result, error, where.")
             ),
             "actions": _array("Every @action attempt, in order.", _free("An action attempt.")),
+            "approval": _obj(
+                "What the run waits for (phase waiting), or the last approval it got.",
+                {
+                    "seq": _p("integer", "The journal call number the decision is kept under."),
+                    "title": _s("What is to be approved."),
+                    "details": _free("What the playbook shows the approver."),
+                    "ttlSeconds": _p("number", "Undecided after this long: denied, Expired."),
+                    "requestedAt": _s("When the run asked.", **TIME),
+                    "expiresAt": _s("When it is denied as Expired if nobody decides.", **TIME),
+                    "decision": _obj(
+                        "How it was decided.",
+                        {
+                            "approved": _p("boolean", "true: the run goes on."),
+                            "reason": _s("Approved, Denied or Expired."),
+                            "decidedBy": _s("The Kubernetes user; absent when it expired."),
+                            "comment": _s("The decider's words."),
+                            "decidedAt": _s("When.", **TIME),
+                        },
+                    ),
+                },
+            ),
             "journal": _array(
                 "Actions the action journal recorded (not repeated on redelivery).",
                 _obj(

@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MAX_KEY_CHARS: Final = 256
 """Longest idempotency key and correlation id a runtime accepts."""
@@ -206,10 +206,57 @@ def run_callback_path(run_id: str, what: str) -> str:
     return f"{RUN_CALLBACK_PREFIX}{run_id}/{what}"
 
 
-class RunResult(_Wire):
-    """`POST /v1/runs/{id}/result` from the pod that ran it: how the run ended."""
+APPROVAL_ACTION: Final = "kubesoar.approval"
+"""The journal entry an approval's decision is kept under. Only the router writes it
+(from a person's decision or the expiry); a pod reporting an action of this name, or
+any other `kubesoar.` name, is refused."""
+RESERVED_ACTION_PREFIX: Final = "kubesoar."
+MAX_APPROVAL_TTL_SECONDS: Final = 7 * 24 * 3600
+APPROVAL_REASONS: Final = ("Approved", "Denied", "Expired")
 
-    status: str = Field(pattern="^(succeeded|failed)$", description="succeeded or failed")
+
+class ApprovalRequest(_Wire):
+    """What a run waits for: `await ctx.approval(title, details, ttl_seconds=...)`."""
+
+    seq: int = Field(ge=0, description="the journal call number the decision is kept under")
+    title: str = Field(min_length=1, max_length=200, description="what is to be approved")
+    details: Any = Field(default=None, description="JSON for the approver (bounded by the router)")
+    ttl_seconds: float = Field(
+        alias="ttlSeconds",
+        gt=0,
+        le=MAX_APPROVAL_TTL_SECONDS,
+        description="undecided after this long: a deny with reason `Expired`",
+    )
+
+
+class ApprovalDecision(_Wire):
+    """How an approval was decided: the journal entry's result, replayed to the run."""
+
+    approved: bool = Field(description="true: go on; false: `ApprovalDenied` in the playbook")
+    reason: str = Field(
+        pattern="^(Approved|Denied|Expired)$", description="Approved, Denied or Expired"
+    )
+    decided_by: str | None = Field(
+        default=None, alias="decidedBy", description="the Kubernetes user; null when it expired"
+    )
+    comment: str | None = Field(default=None, max_length=1000, description="the decider's words")
+    decided_at: str | None = Field(
+        default=None, alias="decidedAt", description="RFC 3339 time of the decision"
+    )
+
+
+class RunResult(_Wire):
+    """`POST /v1/runs/{id}/result` from the pod that ran it: how the run ended, or that
+    it waits for an approval (`status` waiting: the run is parked, not leased, until a
+    decision queues it again)."""
+
+    status: str = Field(
+        pattern="^(succeeded|failed|denied|waiting)$",
+        description="succeeded, failed, denied (an approval was refused) or waiting",
+    )
+    approval: ApprovalRequest | None = Field(
+        default=None, description="what the run waits for; set exactly when status is waiting"
+    )
     results: list[dict[str, Any]] = Field(
         default_factory=list, description="each entry point's outcome, as in `RunRecord`"
     )
@@ -223,6 +270,12 @@ class RunResult(_Wire):
     duration_seconds: float | None = Field(
         default=None, alias="durationSeconds", description="how long it ran"
     )
+
+    @model_validator(mode="after")
+    def _approval_exactly_when_waiting(self) -> RunResult:
+        if (self.status == "waiting") != (self.approval is not None):
+            raise ValueError("approval is set exactly when status is waiting")
+        return self
 
 
 class LeaseAnswer(_Wire):
@@ -240,7 +293,7 @@ class RunRecord(_Wire):
     idempotency_key: str | None = Field(alias="idempotencyKey", description="from the request")
     alert_id: str | None = Field(alias="alertId", description="the alert's `id`")
     playbooks: list[str] = Field(description="the entry points this run executes")
-    status: str = Field(description="queued, running, succeeded or failed")
+    status: str = Field(description="queued, running, succeeded, failed, denied or waiting")
     created: str = Field(description="RFC 3339 time the run was accepted")
     started: str | None = Field(description="RFC 3339 time a worker started it")
     finished: str | None = Field(description="RFC 3339 time it ended")
