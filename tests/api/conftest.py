@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import runsapi
@@ -37,6 +38,7 @@ class Seeded:
     run_ids: dict[str, list[str]] = field(default_factory=dict)
     failed_run: str = ""
     succeeded_run: str = ""
+    waiting_runs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -90,7 +92,15 @@ async def _add_run(database_url: str, namespace: str, playbook: str) -> str:
 
 
 async def _seed(database_url: str, seeded: Seeded) -> None:
-    from kubesoar_store import GroupCommitter, NewAlert, NewRun, RunRecord, dispatch, journal
+    from kubesoar_store import (
+        GroupCommitter,
+        NewAlert,
+        NewRun,
+        RunRecord,
+        approvals,
+        dispatch,
+        journal,
+    )
     from kubesoar_store.pool import create_pool
 
     pool = await create_pool(database_url, min_size=1, max_size=4)
@@ -154,8 +164,47 @@ async def _seed(database_url: str, seeded: Seeded) -> None:
             ),
         )
         seeded.succeeded_run, seeded.failed_run = str(ok.id), str(bad.id)
+        # Two runs wait for a person, as a runtime pod parks them at `ctx.approval`.
+        for i in range(2):
+            alert = NewAlert(namespace=seeded.tenant_a, source="siem", alert={"title": "x"})
+            run = NewRun(playbook="contain", idempotency_key=f"{uuid.uuid4()}:contain")
+            async with GroupCommitter(pool) as committer:
+                accepted = await committer.submit(alert, [run])
+            seeded.alert_ids[seeded.tenant_a].append(str(accepted.alert_id))
+            [parked] = await dispatch.claim(
+                pool,
+                "tests",
+                limit=1,
+                lease_seconds=60,
+                namespaces=[seeded.tenant_a],
+                playbook="contain",
+            )
+            waiting = approvals.Waiting(
+                seq=0, title=f"Isolate host-{i}?", details={"host": f"host-{i}"}, ttl_seconds=3600
+            )
+            await approvals.suspend(pool, parked.id, parked.token, waiting, RunRecord("waiting"))
+            seeded.waiting_runs.append(str(parked.id))
+            seeded.run_ids[seeded.tenant_a].append(str(parked.id))
     finally:
         await pool.close()
+
+
+def _create_only_approval(namespace: str, user: str) -> list[dict[str, Any]]:
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "post-approval-only", "namespace": namespace},
+        "rules": [
+            {
+                "apiGroups": ["runs.kubesoar.dev"],
+                "resources": ["runs/approval"],
+                "verbs": ["create"],
+            }
+        ],
+    }
+    binding = runsapi.binding(namespace, user, "post-approval-only")
+    binding["roleRef"]["kind"] = "Role"
+    return [role, binding]
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +238,13 @@ def runs_api(
             runsapi.binding(seeded.tenant_a, "alice", "edit"),
             runsapi.binding(seeded.tenant_a, "victor", "view"),
             runsapi.binding(seeded.tenant_b, "bob", "edit"),
+            # dana may read and approve, nothing else (the chart's approver role).
+            runsapi.binding(seeded.tenant_a, "dana", "kubesoar-runs-approve"),
+            # carol may POST runs/approval (the kube-apiserver's check) but lacks the
+            # router's `approve` verb.
+            *_create_only_approval(seeded.tenant_a, "carol"),
         )
-        users = ("alice", "victor", "bob")
+        users = ("alice", "victor", "bob", "dana", "carol")
         kubeconfigs = {user: runsapi.user_kubeconfig(local_cluster, user) for user in users}
         yield RunsApi(local_cluster, seeded, kubeconfigs, stack, port)
     finally:

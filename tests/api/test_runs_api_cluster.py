@@ -13,6 +13,7 @@ import queue
 import subprocess
 import threading
 import time
+from typing import Any
 
 import pytest
 import yaml
@@ -208,7 +209,7 @@ def test_view_user_reads_but_cannot_change_an_alert(runs_api: RunsApi) -> None:
     seeded = runs_api.seeded
     alert = seeded.alert_ids[seeded.tenant_a][1]
     listed = runs_api.kubectl_as("victor", "get", "alerts", "-n", seeded.tenant_a, "-o", "name")
-    assert len(listed.stdout.split()) == 3
+    assert len(listed.stdout.split()) == len(seeded.alert_ids[seeded.tenant_a])
     refused = runs_api.kubectl_as(
         "victor",
         "patch",
@@ -345,3 +346,64 @@ def test_edit_user_redelivers_a_failed_run_and_a_view_user_may_not(runs_api: Run
         "alice", "create", "--raw", path, "-f", "-", check=False, input="{}"
     )
     assert again.returncode != 0 and "only failed or dead runs" in again.stderr
+
+
+def test_edit_user_approves_a_waiting_run_and_a_view_user_may_not(runs_api: RunsApi) -> None:
+    seeded = runs_api.seeded
+    waiting = runs_api.kubectl_as(
+        "alice",
+        "get",
+        "runs",
+        "-n",
+        seeded.tenant_a,
+        "--field-selector",
+        "status=waiting",
+        "-o",
+        "name",
+    ).stdout.split()
+    assert sorted(waiting) == sorted(f"run.runs.kubesoar.dev/{r}" for r in seeded.waiting_runs)
+    first, second = seeded.waiting_runs
+    get = ("get", "run", first, "-n", seeded.tenant_a, "-o", "json")
+    shown = json.loads(runs_api.kubectl_as("alice", *get).stdout)
+    assert shown["status"]["approval"]["title"] == "Isolate host-0?"
+    assert shown["status"]["approval"]["details"] == {"host": "host-0"}
+
+    def decide(user: str, run: str, namespace: str, body: dict[str, object]) -> Any:
+        path = f"/apis/runs.kubesoar.dev/v1alpha1/namespaces/{namespace}/runs/{run}/approval"
+        return runs_api.kubectl_as(
+            user, "create", "--raw", path, "-f", "-", check=False, input=json.dumps(body)
+        )
+
+    refused = decide("victor", first, seeded.tenant_a, {"approved": True})
+    assert refused.returncode != 0 and "Forbidden" in refused.stderr
+    assert 'resource "runs/approval"' in refused.stderr
+    # Allowed to POST, but without the `approve` verb: the router refuses.
+    unapproved = decide("carol", first, seeded.tenant_a, {"approved": True})
+    assert 'User "carol" cannot approve resource "runs/approval"' in unapproved.stderr
+    elsewhere = decide("bob", first, seeded.tenant_a, {"approved": True})
+    assert elsewhere.returncode != 0 and "Forbidden" in elsewhere.stderr
+    invalid = decide("alice", first, seeded.tenant_a, {"approved": "yes"})
+    assert invalid.returncode != 0 and "approved" in invalid.stderr
+
+    approved = decide("alice", first, seeded.tenant_a, {"approved": True, "comment": "contain it"})
+    assert approved.returncode == 0, approved.stderr
+    run = json.loads(approved.stdout)
+    decision = run["status"]["approval"]["decision"]
+    assert run["status"]["phase"] == "queued"
+    assert (decision["approved"], decision["reason"]) == (True, "Approved")
+    assert (decision["decidedBy"], decision["comment"]) == ("alice", "contain it")
+    # The decision is in the run's journal, where the resumed playbook reads it.
+    [entry] = run["status"]["journal"]
+    assert entry["action"] == "kubesoar.approval" and entry["result"]["approved"] is True
+    again = decide("alice", first, seeded.tenant_a, {"approved": False})
+    assert again.returncode != 0 and "only a waiting run" in again.stderr
+
+    # dana holds only the chart's approver role: she decides, and edits nothing else.
+    denied = json.loads(decide("dana", second, seeded.tenant_a, {"approved": False}).stdout)
+    assert denied["status"]["approval"]["decision"]["reason"] == "Denied"
+    assert denied["status"]["approval"]["decision"]["decidedBy"] == "dana"
+    patch = ("patch", "alert", seeded.alert_ids[seeded.tenant_a][0], "-n", seeded.tenant_a)
+    no_edit = runs_api.kubectl_as(
+        "dana", *patch, "--type", "merge", "-p", '{"spec":{"status":"resolved"}}', check=False
+    )
+    assert no_edit.returncode != 0 and "Forbidden" in no_edit.stderr

@@ -156,7 +156,7 @@ async def test_complete_records_once_and_a_repeat_writes_nothing(
     assert stored["finished_at"] is not None and stored["lease_expires_at"] is None
     with pytest.raises(NotLeased):
         await dispatch.heartbeat(pool, run.id, run.token, lease_seconds=30)
-    with pytest.raises(ValueError, match="succeeded or failed"):
+    with pytest.raises(ValueError, match="succeeded, failed or denied"):
         await dispatch.complete(pool, run.id, run.token, RunRecord("dead"))
 
 
