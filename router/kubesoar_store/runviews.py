@@ -41,6 +41,8 @@ class RunFilter:
     status: str | None = None
     alert_id: uuid.UUID | None = None
     correlation_id: str | None = None
+    since: datetime | None = None
+    """Runs created at this time or later."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ def _where(where: RunFilter, after: Position | None) -> tuple[str, list[Any]]:
         clauses.append(f"r.status = {bind(where.status)}")
     if where.alert_id is not None:
         clauses.append(f"r.alert_id = {bind(where.alert_id)}")
+    if where.since is not None:
+        clauses.append(f"r.created_at >= {bind(where.since)}")
     if where.correlation_id is not None:
         placeholder = bind(where.correlation_id)
         clauses.append(

@@ -56,6 +56,12 @@ def test_selectors_become_filters_and_unknown_ones_are_refused() -> None:
         with pytest.raises(ApiProblem) as caught:
             selectors.run_filter(query, "acme")
         assert caught.value.code == 400
+    since = selectors.run_filter({"fieldSelector": "since=2026-12-01T08:00:00Z"}, "acme")
+    assert since is not None and since.since == datetime(2026, 12, 1, 8, tzinfo=UTC)
+    for bad in ("since=yesterday", "since=2026-12-01T08:00:00", "since=5y"):
+        with pytest.raises(ApiProblem) as caught:
+            selectors.run_filter({"fieldSelector": bad}, "acme")
+        assert caught.value.code == 400 and "30m" in caught.value.message
     alerts = selectors.alert_filter({"fieldSelector": "spec.status=resolved"}, "")
     assert alerts is not None and alerts.status == "resolved" and alerts.namespace is None
 

@@ -110,6 +110,12 @@ def test_field_and_label_selectors_filter(runs_api: RunsApi) -> None:
         check=False,
     )
     assert refused.returncode != 0 and "not supported" in refused.stderr
+    for since, expected in (("since=1h", len(seeded.run_ids[seeded.tenant_a])),
+                            ("since=2999-01-01T00:00:00Z", 0)):  # fmt: skip
+        listed = runs_api.kubectl_as(
+            "alice", "get", "runs", "-n", seeded.tenant_a, "--field-selector", since, "-o", "name"
+        ).stdout.split()
+        assert len(listed) == expected, since
 
 
 def test_the_same_user_is_refused_in_another_namespace(runs_api: RunsApi) -> None:

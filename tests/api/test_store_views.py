@@ -83,6 +83,18 @@ async def test_filters_select_by_playbook_status_alert_and_correlation(pool: asy
     assert run is not None and run["journal"] == [] and run["correlation_id"] == "c4"
 
 
+async def test_since_keeps_the_runs_created_then_or_later(pool: asyncpg.Pool) -> None:
+    await _seed(pool, "acme", 3)
+    await pool.execute("UPDATE runs SET created_at = created_at - interval '3 hours'")
+    recent = await _seed(pool, "acme", 2)
+    now = await runviews.database_now(pool)
+    hour_ago = runviews.RunFilter(namespace="acme", since=now - timedelta(hours=1))
+    listed = (await runviews.list_runs(pool, hour_ago)).runs
+    assert {r["id"] for r in listed} == {run for _, run in recent}
+    day_ago = runviews.RunFilter(namespace="acme", since=now - timedelta(days=1))
+    assert len((await runviews.list_runs(pool, day_ago)).runs) == 5
+
+
 async def test_the_watch_query_pages_inside_one_timestamp(pool: asyncpg.Pool) -> None:
     await _seed(pool, "acme", 300)
     since = await pool.fetchval("SELECT min(updated_at) FROM runs") - timedelta(seconds=1)

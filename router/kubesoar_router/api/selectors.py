@@ -1,7 +1,8 @@
 """Label and field selectors → store filters (equality only, as kubectl writes them).
 
 Runs:   --field-selector status=failed | status.phase=failed | playbook=triage |
-        spec.playbook=triage | spec.alertId=<uuid> | spec.correlationId=<id>
+        spec.playbook=triage | spec.alertId=<uuid> | spec.correlationId=<id> |
+        since=2h | since=2026-12-01T08:00:00Z (created then or later; s, m, h, d)
         -l kubesoar.dev/playbook=triage | -l runs.kubesoar.dev/status=failed
 Alerts: --field-selector spec.status=resolved | spec.determination=benign |
         spec.assignee=alice | status.source=siem (each also without its prefix)
@@ -13,8 +14,10 @@ work, never silently ignored (an ignored filter would list more than asked for).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 from kubesoar.contracts import kube
 from kubesoar_store.alertviews import ALERT_STATUSES, DETERMINATIONS, AlertFilter
@@ -32,6 +35,7 @@ RUN_FIELDS = {
     "alertId": "alert_id",
     "spec.correlationId": "correlation_id",
     "correlationId": "correlation_id",
+    "since": "since",
 }
 RUN_LABELS = {kube.LABEL_PLAYBOOK: "playbook", kube.LABEL_RUN_STATUS: "status"}
 ALERT_FIELDS = {
@@ -82,6 +86,29 @@ def _collect(
     return wanted
 
 
+_AGO = re.compile(r"^([0-9]{1,6})([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """`since=` as a time: a duration back from now (`90s`, `30m`, `2h`, `7d`) or an
+    RFC 3339 timestamp with its zone. A 400 that shows both forms otherwise."""
+    ago = _AGO.match(text)
+    if ago:
+        seconds = int(ago[1]) * _UNIT_SECONDS[ago[2]]
+        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise ApiProblem(
+            400, f"since {text!r}: a duration such as 30m, 2h or 7d, or an RFC 3339 time"
+            " such as 2026-12-01T08:00:00Z",
+        )  # fmt: skip
+    return when
+
+
 def run_filter(query: Mapping[str, str], namespace: str) -> RunFilter | None:
     """The filter, or None when the selectors can match nothing (contradictory terms)."""
     wanted = _collect(query, RUN_FIELDS, RUN_LABELS, namespace)
@@ -102,6 +129,7 @@ def run_filter(query: Mapping[str, str], namespace: str) -> RunFilter | None:
         status=status,
         alert_id=alert_id,
         correlation_id=wanted.get("correlation_id"),
+        since=parse_since(wanted["since"]) if "since" in wanted else None,
     )
 
 
