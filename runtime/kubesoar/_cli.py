@@ -20,6 +20,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("kubesoar._fetch", "download, verify and unpack a playbook artifact"),
     "run": ("kubesoar._local", "run the playbooks an alert matches, locally"),
     "match": ("kubesoar._local", "show which entry points an alert triggers, and why"),
+    "approve": ("kubesoar._decide", "approve a run that waits for approval (uses kubectl)"),
+    "deny": ("kubesoar._decide", "deny a run that waits for approval (uses kubectl)"),
 }
 
 

@@ -164,8 +164,8 @@ async def _seed(database_url: str, seeded: Seeded) -> None:
             ),
         )
         seeded.succeeded_run, seeded.failed_run = str(ok.id), str(bad.id)
-        # Two runs wait for a person, as a runtime pod parks them at `ctx.approval`.
-        for i in range(2):
+        # Three runs wait for a person, as a runtime pod parks them at `ctx.approval`.
+        for i in range(3):
             alert = NewAlert(namespace=seeded.tenant_a, source="siem", alert={"title": "x"})
             run = NewRun(playbook="contain", idempotency_key=f"{uuid.uuid4()}:contain")
             async with GroupCommitter(pool) as committer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -368,7 +369,7 @@ def test_edit_user_approves_a_waiting_run_and_a_view_user_may_not(runs_api: Runs
         "name",
     ).stdout.split()
     assert sorted(waiting) == sorted(f"run.runs.kubesoar.dev/{r}" for r in seeded.waiting_runs)
-    first, second = seeded.waiting_runs
+    first, second, _ = seeded.waiting_runs
     get = ("get", "run", first, "-n", seeded.tenant_a, "-o", "json")
     shown = json.loads(runs_api.kubectl_as("alice", *get).stdout)
     assert shown["status"]["approval"]["title"] == "Isolate host-0?"
@@ -413,3 +414,29 @@ def test_edit_user_approves_a_waiting_run_and_a_view_user_may_not(runs_api: Runs
         "dana", *patch, "--type", "merge", "-p", '{"spec":{"status":"resolved"}}', check=False
     )
     assert no_edit.returncode != 0 and "Forbidden" in no_edit.stderr
+
+
+def test_kubesoar_approve_and_deny_go_through_kubectl_as_the_user(runs_api: RunsApi) -> None:
+    seeded = runs_api.seeded
+    run = seeded.waiting_runs[2]
+
+    def kubesoar(verb: str, user: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kubesoar", verb, run, "-n", seeded.tenant_a,
+             f"--kubeconfig={runs_api.kubeconfigs[user]}",
+             f"--kubectl={runs_api.cluster.kubectl_bin}", *extra],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    refused = kubesoar("approve", "victor")
+    assert refused.returncode != 0 and "Forbidden" in refused.stderr
+    approved = kubesoar("approve", "alice", "--comment", "contain it")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout.strip() == f"run {run} approved by alice: contain it"
+    late = kubesoar("deny", "alice")
+    assert late.returncode != 0 and "only a waiting run" in late.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "kubesoar", "deny", "../../secrets", "-n", "x"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "is not a run name" in bad.stderr
