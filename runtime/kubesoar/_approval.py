@@ -128,8 +128,8 @@ async def request_approval(
     else:
         raise ApprovalUnavailable(
             f"approval {title!r} needs a run the router dispatched from its system of record"
-            " (people decide through the runs API); in tests, pass"
-            " run_playbook(..., approvals=...)"
+            " (people decide through the runs API); locally, `kubesoar run --approvals"
+            " approve|deny`; in tests, run_playbook(..., approvals=...)"
         )
     if not decision.approved:
         raise ApprovalDenied(title, decision)

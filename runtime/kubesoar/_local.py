@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubesoar._alert import OPENSOAR_SEVERITY, Alert
+from kubesoar._approval import Approval, Approver
 from kubesoar._engine import Engine, UnknownEntryPoints
 from kubesoar._loader import LoadedModule, load_target
 from kubesoar._logs import configure_json_logging
@@ -117,6 +118,12 @@ def main_run(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--playbook", action="append", help="run just this entry point")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per entry point")
+    parser.add_argument(
+        "--approvals",
+        choices=("approve", "deny"),
+        help="decide every ctx.approval of the run this way (default: they fail, as nobody"
+        " can decide outside the cluster)",
+    )
     args = parser.parse_args(argv)
     if args.json:
         configure_json_logging(logging.WARNING)
@@ -126,7 +133,10 @@ def main_run(argv: Sequence[str] | None = None) -> int:
         loaded = _load(args.target)
         alert = load_alert(args.alert, opensoar=_wants_opensoar(loaded))
         engine = Engine(
-            loaded.entry_points, default_timeout=args.timeout, secrets_dir=args.secrets_dir
+            loaded.entry_points,
+            default_timeout=args.timeout,
+            secrets_dir=args.secrets_dir,
+            approver=_approver(args.approvals),
         )
         selected = engine.select(alert, args.playbook)
     except (_UsageError, UnknownEntryPoints) as exc:
@@ -152,6 +162,21 @@ def main_run(argv: Sequence[str] | None = None) -> int:
                 + (f" ({attempt['error']})" if attempt["error"] else "")
             )
     return 0 if run.status == "succeeded" else 1
+
+
+def _approver(choice: str | None) -> Approver | None:
+    if choice is None:
+        return None
+    decision = Approval(
+        approved=choice == "approve",
+        reason="Approved" if choice == "approve" else "Denied",
+        decided_by="kubesoar run --approvals",
+    )
+
+    async def decide(request: object) -> Approval:
+        return decision
+
+    return decide
 
 
 main = main_run

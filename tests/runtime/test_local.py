@@ -152,6 +152,28 @@ def test_run_cli(sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_run_cli_decides_approvals_when_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    book = tmp_path / "asks.py"
+    book.write_text(
+        "from kubesoar import playbook\n"
+        "@playbook(trigger='webhook')\n"
+        "async def asks(alert, ctx):\n"
+        "    return (await ctx.approval('Block it?')).decided_by\n"
+    )
+    alert = _alert_file(tmp_path, severity="high")
+    assert main_run([str(book), "--alert", alert, "--json", "--approvals", "approve"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["result"] == (
+        "kubesoar run --approvals"
+    )
+    assert main_run([str(book), "--alert", alert, "--json", "--approvals", "deny"]) == 1
+    assert json.loads(capsys.readouterr().out)["status"] == "denied"
+    assert main_run([str(book), "--alert", alert, "--json"]) == 1
+    undecided = json.loads(capsys.readouterr().out)
+    assert "kubesoar run --approvals" in undecided["error"]
+
+
 def test_cli_as_a_real_command(sample: Path, tmp_path: Path) -> None:
     secrets = tmp_path / "secrets" / "virustotal"
     secrets.mkdir(parents=True)
