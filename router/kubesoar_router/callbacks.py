@@ -26,12 +26,14 @@ from kubesoar.contracts import http
 from kubesoar_store import (
     NotLeased,
     RunRecord,
+    StoreOverloaded,
     StoreUnavailable,
     alertviews,
     approvals,
     dispatch,
     journal,
 )
+from kubesoar_store.resultcommit import ResultCommitter
 from pydantic import BaseModel, ValidationError
 
 logger = logging.getLogger("kubesoar.router.callbacks")
@@ -40,6 +42,7 @@ MAX_REPORT_BYTES = 2 * 1024 * 1024
 RETRY_AFTER_SECONDS = "2"
 POOL_KEY: web.AppKey[Any] = web.AppKey("store_pool", object)
 LEASE_KEY: web.AppKey[float] = web.AppKey("lease_seconds", float)
+RESULTS_KEY: web.AppKey[ResultCommitter] = web.AppKey("result_committer", ResultCommitter)
 
 
 def _answer(model: BaseModel | dict[str, Any], status: int = 200, **headers: str) -> web.Response:
@@ -117,8 +120,9 @@ def _handler(what: str) -> Any:
                     )
                     written = await approvals.suspend(pool, run_id, token, waiting, record)
                     return _answer({"recorded": written})
-                written = await dispatch.complete(
-                    pool, run_id, token, record, also=_alert_lifecycle(run_id, result.results)
+                # Concurrent results share one statement (kubesoar_store.resultcommit).
+                written = await request.app[RESULTS_KEY].complete(
+                    run_id, token, record, also=_alert_lifecycle(run_id, result.results)
                 )
                 return _answer({"recorded": written})
             await dispatch.release(pool, run_id, token)
@@ -131,7 +135,7 @@ def _handler(what: str) -> Any:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "body"
             return _error(400, "invalid_report", f"{where}: {first['msg']}")
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, StoreOverloaded) as exc:
             logger.warning("run report %s of %s not recorded: %s", what, run_id, exc)
             return _error(
                 503, "unavailable", "the system of record is unavailable; retry",
@@ -162,5 +166,6 @@ def _alert_lifecycle(run_id: uuid.UUID, results: list[Any]) -> Any:
 def add_routes(app: web.Application, pool: Any, *, lease_seconds: float) -> None:
     app[POOL_KEY] = pool
     app[LEASE_KEY] = lease_seconds
+    app[RESULTS_KEY] = ResultCommitter(pool)
     for what in ("heartbeat", "actions", "result", "release"):
         app.router.add_post(http.run_callback_path("{run_id}", what), _handler(what))
