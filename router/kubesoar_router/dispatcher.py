@@ -13,7 +13,10 @@ One tick:
 2. the queue depth per Playbook is read (ingest refuses with 429 above
    `max_queued_per_playbook`, from this cached view);
 3. for each Playbook with queued runs and ready endpoints in the snapshot, up to
-   `claim_batch` runs are claimed and each is POSTed to one of its pods.
+   `claim_batch` runs are claimed and each is POSTed to one of its pods — without
+   waiting for the answers: the next tick claims more while those POSTs are in flight,
+   up to `max_in_flight` per Playbook (a slow pod holds back its own Playbook, never
+   the others, and never the next claim of a fast one).
 
 What a pod's answer means for the lease:
 - 202 with the run id: the pod has it; the lease stays, the pod heartbeats.
@@ -84,6 +87,8 @@ class DispatchPolicy:
     answer_timeout: float = 3.0
     max_endpoints: int = 3
     """Pods tried for one run in one tick."""
+    max_in_flight: int = 64
+    """Runs of one Playbook being POSTed at once (claimed, answer not yet in)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ class Dispatcher:
     _last_expiry: float = 0.0
     _last_announce: float = float("-inf")
     _peers: list[str] = field(default_factory=list)
+    _in_flight: dict[tuple[str, str], set[asyncio.Task[None]]] = field(default_factory=dict)
 
     async def leave(self) -> None:
         """Stop being offered to pods as a report target (a clean shutdown)."""
@@ -123,6 +129,16 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            # Runs whose POST was cut short keep their leases: the pod may have them; if
+            # not, the lease runs out and they are redelivered.
+            for sending in self._in_flight.values():
+                for task in sending:
+                    task.cancel()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 busy = await self.tick()
@@ -180,23 +196,39 @@ class Dispatcher:
             self.metrics.runs_queued.labels(namespace, playbook).set(depth)
         self.queued = queued
         dispatched = False
-        for (namespace, playbook), _ in sorted(self.queued.items()):
+        for key, _ in sorted(self.queued.items()):
+            namespace, playbook = key
             state = self.snapshot.get(namespace)
             endpoints = state.endpoints.get(playbook, ()) if state else ()
             if not endpoints:
                 continue  # no ready pod: the runs wait in the database
+            sending = self._in_flight.setdefault(key, set())
+            room = min(self.policy.claim_batch, self.policy.max_in_flight - len(sending))
+            if room <= 0:
+                continue  # its pods have enough to answer; a finished POST wakes the loop
             claimed = await dispatch.claim(
                 self.pool,
                 self.owner,
-                limit=self.policy.claim_batch,
+                limit=room,
                 lease_seconds=self.policy.lease_seconds,
                 namespaces=[namespace],
                 playbook=playbook,
             )
-            if claimed:
-                dispatched = True
-                await asyncio.gather(*(self._send(run, endpoints) for run in claimed))
+            for run in claimed:
+                task = asyncio.create_task(self._send(run, endpoints), name=f"send-{run.id}")
+                sending.add(task)
+                task.add_done_callback(self._sent(sending))
+            dispatched = dispatched or bool(claimed)
         return dispatched
+
+    def _sent(self, sending: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            sending.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("sending a run crashed", exc_info=task.exception())
+            self._wake.set()  # room for more of this Playbook
+
+        return done
 
     # --- one run ------------------------------------------------------------------
     async def _send(self, run: ClaimedRun, endpoints: Sequence[Endpoint]) -> None:
