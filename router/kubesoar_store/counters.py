@@ -22,6 +22,8 @@ FROM (
            count(*) FILTER (WHERE status = 'dead') AS dead,
            count(*) FILTER (WHERE status = 'queued') AS queued,
            count(*) FILTER (WHERE status = 'running') AS running,
+           count(*) FILTER (WHERE status = 'waiting') AS waiting,
+           count(*) FILTER (WHERE status = 'denied') AS denied,
            max(finished_at) AS last_run_at
     FROM runs
     WHERE $1::text[] IS NULL OR namespace = ANY($1::text[])

@@ -115,3 +115,7 @@ class PlaybookCounters:
     last_error: str | None
     last_error_at: datetime | None
     last_run_at: datetime | None = None
+    waiting: int = 0
+    """Runs parked until a person decides their approval."""
+    denied: int = 0
+    """Runs that ended at a refused or expired approval."""
