@@ -23,6 +23,9 @@ def test_public_surface() -> None:
         [
             "IOCs",
             "Alert",
+            "Approval",
+            "ApprovalDenied",
+            "ApprovalUnavailable",
             "Condition",
             "ConditionError",
             "RunContext",
