@@ -9,7 +9,7 @@ it needs nothing installed beside kubesoar. docs/operations.md says more.
 The signal is the runs table: `queued` runs (the dispatcher leaves them queued, losing
 no attempt, while a Playbook has no ready pod) plus `running` ones (leased to a pod,
 including those waiting in a pod's own queue). One query for all Playbooks
-(`runcounts.ACTIVE_RUNS`) every `POLL_SECONDS`, and only while some Playbook is
+(`runcounts.ACTIVE_RUNS`) every `POLL_SECONDS` (1 s), and only while some Playbook is
 autoscaled: that is how a Playbook at zero learns of its first queued run.
 
 `decide` is pure:
@@ -35,9 +35,10 @@ from typing import Any
 
 from kubesoar_operator.spec import PlaybookSpec
 
-# How often the queue is read for Playbooks at zero (and any autoscaled one): a queued
-# run is seen within this, then a reconcile applies the Deployment at once.
-POLL_SECONDS = 2.0
+# How often the queue is read while any Playbook is autoscaled: a run queued for a
+# Playbook at zero is seen within this, then a reconcile applies the Deployment at once.
+# One indexed query a second; at 2 s the wake-up measured about a second slower (p50).
+POLL_SECONDS = 1.0
 # A reconcile decides on a queue read at most this old (the poll keeps it fresher).
 RECONCILE_MAX_AGE = 5.0
 

@@ -107,6 +107,9 @@ class _State:
     # Fingerprint of each child (kind/name) as last applied: only changed ones are applied
     # again (a new commit changes the Deployment alone: one call, not four).
     applied: dict[str, str] = field(default_factory=dict)
+    # Fingerprint of the Deployment as last applied, `replicas` left out: when only the
+    # count changed, the pods' revision did not (a scale, not a rollout).
+    applied_shape: str = ""
     # The status this operator last wrote; fresher than a body the refresher was handed.
     last_status: dict[str, Any] | None = None
     # (Event reason, message) -> when it was last posted, to keep flapping from flooding.
@@ -197,12 +200,14 @@ class Reconciler:
         try:
             spec = parse_spec(body.get("spec"))
         except InvalidSpec as exc:
+            self.autoscaler.forget(namespace, name)  # nothing is applied: nothing to poll for
             obs.spec_error = str(exc)
             status, transitions = self._publish(namespace, name, obs, previous)
             state.last_status = {**previous, **status}
             return Outcome(status, transitions, invalid_spec=obs.spec_error)
         if spec.suspend:
             # Nothing is resolved or applied; the status only says so (once, not every tick).
+            self.autoscaler.forget(namespace, name)
             obs.suspended = True
             status, transitions = self._publish(namespace, name, obs, previous)
             state.last_status = {**previous, **status}
@@ -268,6 +273,11 @@ class Reconciler:
         known = known if isinstance(known, str) else None
         learn = obs.source is not None and known != obs.source.commit
         decision = self.autoscaler.scale(namespace, name, policy, learn=learn, previous=before)
+        if before is not None and before.get("desired") != decision.replicas:
+            log.info(
+                "%s/%s scales to %d pods: %s: %s",
+                namespace, name, decision.replicas, decision.reason, decision.message,
+            )  # fmt: skip
         return decision.replicas, (policy, decision, known)
 
     def _source(
@@ -376,6 +386,8 @@ class Reconciler:
             ]
         if not changed:
             return None, (deployment,)
+        shape = _shape(objs)
+        obs.resized = bool(state.applied_shape) and shape == state.applied_shape
         if not self._owner_current(body):
             # A body from before the Playbook was deleted (a queued refresh, a late event):
             # applying would re-create children the garbage collector just removed.
@@ -385,8 +397,10 @@ class Reconciler:
         except children.ApplyError as exc:
             obs.apply_error = str(exc)
             state.applied = {}  # not knowing which went through: all of them next time
+            state.applied_shape = ""
             return source.MIN_BACKOFF, None
         state.applied = fingerprints
+        state.applied_shape = shape
         return None, None
 
     def _owner_current(self, body: Mapping[str, Any]) -> bool:
@@ -483,6 +497,13 @@ def _coarse_resolved_time(current: SourceState, before: Any) -> SourceState:
     if timedelta(0) <= now - then < timedelta(seconds=RESOLVED_TIME_EVERY_SECONDS):
         return dataclasses.replace(current, resolved_at=previous_time)
     return current
+
+
+def _shape(objs: list[dict[str, Any]]) -> str:
+    """Fingerprint of the rendered Deployment without its `replicas`."""
+    deployment = next(o for o in objs if o["kind"] == "Deployment")
+    spec = {k: v for k, v in deployment["spec"].items() if k != "replicas"}
+    return children.fingerprint([{**deployment, "spec": spec}])
 
 
 def _child_key(obj: Mapping[str, Any]) -> str:

@@ -107,9 +107,12 @@ class Refresher:
         """Refresh objects as they fall due, until `stop` is set."""
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(self._max_parallel)
-        # Threads of its own, as many as the slots plus one for a sweep: the loop's default
-        # pool may be smaller than `max_parallel` (workers.py).
-        threads = ThreadPoolExecutor(self._max_parallel + 1, thread_name_prefix="refresh")
+        # Threads of its own, as many as the slots plus one per sweep (a sweep never waits
+        # behind busy refreshes): the loop's default pool may be smaller than
+        # `max_parallel` (workers.py).
+        threads = ThreadPoolExecutor(
+            self._max_parallel + max(1, len(self._sweeps)), thread_name_prefix="refresh"
+        )
         running: set[asyncio.Task[None]] = set()
         busy: set[Key] = set()
 

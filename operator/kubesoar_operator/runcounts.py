@@ -45,7 +45,16 @@ def _rfc3339(moment: datetime | None) -> str | None:
 def as_status(counters: PlaybookCounters | None) -> dict[str, Any]:
     """`status.runs` from a Playbook's counters (zeros when it has no run on record)."""
     if counters is None:
-        return {"total": 0, "succeeded": 0, "failed": 0, "dead": 0, "queued": 0, "running": 0}
+        return {
+            "total": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "dead": 0,
+            "queued": 0,
+            "running": 0,
+            "waiting": 0,
+            "denied": 0,
+        }
     runs: dict[str, Any] = {
         "total": counters.total,
         "succeeded": counters.succeeded,
@@ -53,6 +62,8 @@ def as_status(counters: PlaybookCounters | None) -> dict[str, Any]:
         "dead": counters.dead,
         "queued": counters.queued,
         "running": counters.running,
+        "waiting": counters.waiting,
+        "denied": counters.denied,
     }
     if counters.last_run_at is not None:
         runs["lastRunTime"] = _rfc3339(counters.last_run_at)
@@ -72,11 +83,17 @@ class RunCounts:
         )
         self._thread.start()
         self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
         self._lock = threading.Lock()
         self._counters: dict[tuple[str, str], PlaybookCounters] = {}
         self._fetched_at = float("-inf")
-        self._active: dict[tuple[str, str], tuple[int, int]] = {}
+        # None after a failed read, kept as long as an answer would be: while the database
+        # is down, reconciles are not queued behind one connection attempt each.
+        self._active: dict[tuple[str, str], tuple[int, int]] | None = {}
         self._active_at = float("-inf")
+        # A lock of its own: the queue poll never waits behind the counters' longer query
+        # (the pool has a connection for each).
+        self._active_lock = threading.Lock()
 
     def status_runs(self, namespace: str, playbook: str) -> dict[str, Any] | None:
         """The Playbook's `status.runs`, or None when the database cannot be read now
@@ -96,23 +113,28 @@ class RunCounts:
     def active_runs(self, max_age: float) -> dict[tuple[str, str], tuple[int, int]] | None:
         """(queued, running) of every Playbook with unfinished runs, at most `max_age`
         seconds old (one query for all); None when the database cannot be read now."""
-        with self._lock:
+        with self._active_lock:
             if time.monotonic() - self._active_at > max_age:
                 future = asyncio.run_coroutine_threadsafe(self._read_active(), self._loop)
                 try:
                     self._active = future.result(QUERY_TIMEOUT_SECONDS)
                 except (StoreError, FutureTimeout) as exc:
                     future.cancel()
-                    log.warning("queued runs unavailable: %s", exc)
-                    return None
+                    if self._active is not None:  # once per outage, not once a second
+                        log.warning("queued runs unavailable: %s", exc)
+                    self._active = None
                 self._active_at = time.monotonic()
             return self._active
 
     async def _pool_ready(self) -> asyncpg.Pool:
-        if self._pool is None:
-            self._pool = await create_pool(
-                self._url, min_size=1, max_size=2, application_name="kubesoar-operator-runcounts"
-            )
+        async with self._pool_lock:  # the counters and the queue poll may both ask first
+            if self._pool is None:
+                self._pool = await create_pool(
+                    self._url,
+                    min_size=1,
+                    max_size=2,
+                    application_name="kubesoar-operator-runcounts",
+                )
         return self._pool
 
     async def _read_active(self) -> dict[tuple[str, str], tuple[int, int]]:

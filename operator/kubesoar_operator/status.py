@@ -56,6 +56,9 @@ class Observation:
     # Autoscaled, and the current commit's entry points are known: fewer ready pods than
     # desired is a scale-up for queued runs (routes unchanged), not a rollout.
     scaling_known: bool = False
+    # This reconcile changed the Deployment's replicas and nothing else: the controller
+    # not having observed that yet is no rollout either.
+    resized: bool = False
 
 
 @dataclass
@@ -63,7 +66,8 @@ class Transition:
     """A change worth a Kubernetes Event."""
 
     warning: bool
-    # NewRevision, Ready, SourceFailed, RuntimeFailed, InvalidSpec, Suspended, Resumed, RunsDead
+    # NewRevision, Ready, SourceFailed, RuntimeFailed, InvalidSpec, Suspended, Resumed,
+    # RunsDead, Scaled
     reason: str
     message: str
 
@@ -107,7 +111,7 @@ def _scaling(obs: Observation, rollout: RolloutState) -> bool:
         obs.scaling_known
         and obs.source is not None
         and rollout.commit == obs.source.commit
-        and rollout.generation_observed
+        and (rollout.generation_observed or obs.resized)
         and rollout.updated >= rollout.replicas
     )
 
@@ -284,7 +288,19 @@ def _transitions(prev: Mapping[str, Any], new: Mapping[str, Any]) -> list[Transi
         ready = c.find(after, c.READY)
         out.append(Transition(False, "Ready", str(ready["message"]) if ready else "ready"))
     out.extend(_dead_runs(prev.get("runs") or {}, new.get("runs") or {}))
+    out.extend(_scaled(prev.get("scale"), new.get("scale")))
     return out
+
+
+def _scaled(before: Any, after: Any) -> list[Transition]:
+    """A Normal Event when the autoscaler asks for another pod count (as the HPA posts
+    SuccessfulRescale), saying why."""
+    if not isinstance(after, Mapping) or not isinstance(before, Mapping):
+        return []
+    old, new = before.get("desired"), after.get("desired")
+    if old is None or new is None or old == new:
+        return []
+    return [Transition(False, "Scaled", f"{old} → {new} pods: {after.get('message', '')}")]
 
 
 def _dead_runs(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Transition]:

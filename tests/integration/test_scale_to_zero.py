@@ -3,7 +3,7 @@
 A Playbook with `spec.scaling: {minReplicas: 0}` starts one pod to learn its entry
 points, goes to zero once idle, and an alert sent while it is at zero is queued in the
 system of record, wakes a pod (the operator's poll of the queue), runs there and
-succeeds; then the Playbook goes back to zero. The operator and router are real
+succeeds; then the Playbook goes back to zero, Ready all along. The operator and router are real
 processes, the runtime pods real processes run by the node agent.
 """
 
@@ -28,14 +28,14 @@ from support.stack import wait_for as wait_until
 pytestmark = pytest.mark.cluster
 
 TOKEN, HMAC_KEY = "scale-ingest-token-7c1e", "scale-hmac-key-0d4b"
-CODE = '''
+CODE = """
 from kubesoar import Alert, playbook
 
 
 @playbook(trigger="webhook", conditions={"severity": "high"})
 async def triage(alert: Alert) -> dict:
     return {"title": alert.title}
-'''
+"""
 
 
 class ScaleWorld:
@@ -171,6 +171,8 @@ def test_an_alert_wakes_a_playbook_at_zero_which_returns_to_zero(world: ScaleWor
 
     pb = wait_until("the Playbook back at zero", world.at_zero, 60)
     assert pb["status"]["runs"]["succeeded"] == 1
+    # Scaling up and down at a known commit is no rollout: Ready never went False.
+    assert condition(pb, "Ready") == ready
     assert pb["status"]["scale"]["lastActiveTime"].endswith("Z")
 
 

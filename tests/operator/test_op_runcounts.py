@@ -12,13 +12,16 @@ async def _seed(database_url: str) -> None:
     pool = await create_pool(database_url, min_size=1, max_size=2)
     try:
         async with GroupCommitter(pool) as committer:
-            for index, status in enumerate(["succeeded", "succeeded", "failed", "dead", "queued"]):
+            statuses = ["succeeded", "succeeded", "failed", "dead", "queued", "waiting", "denied"]
+            for index, status in enumerate(statuses):
                 run = NewRun(playbook="triage", idempotency_key=f"k-{index}")
                 await committer.submit(NewAlert("acme", "siem", {"title": str(index)}), [run])
                 if status != "queued":
                     await pool.execute(
                         "UPDATE runs SET status = $2, finished_at = now(),"
-                        " error = CASE WHEN $2 = 'succeeded' THEN NULL ELSE $2 || ' boom' END"
+                        " error = CASE WHEN $2 = 'succeeded' THEN NULL ELSE $2 || ' boom' END,"
+                        " approval_expires_at = CASE WHEN $2 = 'waiting'"
+                        "   THEN now() + interval '1 hour' END"
                         " WHERE id = $1",
                         run.id,
                         status,
@@ -36,8 +39,9 @@ async def test_status_runs_count_every_run_on_record(database_url) -> None:
     finally:
         counts.close()
     assert runs is not None
-    assert {k: runs[k] for k in ("total", "succeeded", "failed", "dead", "queued")} == {
-        "total": 5, "succeeded": 2, "failed": 1, "dead": 1, "queued": 1,
+    counted = ("total", "succeeded", "failed", "dead", "queued", "waiting", "denied")
+    assert {k: runs[k] for k in counted} == {
+        "total": 7, "succeeded": 2, "failed": 1, "dead": 1, "queued": 1, "waiting": 1, "denied": 1,
     }  # fmt: skip
     assert runs["lastError"] in {"failed boom", "dead boom"}
     assert runs["lastErrorTime"].endswith("Z") and runs["lastRunTime"].endswith("Z")
