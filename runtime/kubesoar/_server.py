@@ -23,9 +23,9 @@ from kubesoar._logs import configure_json_logging
 from kubesoar._service import RuntimeService
 from kubesoar._settings import RuntimeSettings, SettingsError
 
-if (
-    TYPE_CHECKING
-):  # httpx is imported when a run first makes a call: a pod waiting for runs never needs it.
+# httpx is imported when a run first makes a call: a pod waiting for runs never needs it
+# (tests/runtime/test_runtime_footprint.py).
+if TYPE_CHECKING:
     import httpx
 
 __all__ = ["RuntimeServer", "main_runtime"]
@@ -92,7 +92,7 @@ class RuntimeServer:
 async def serve(settings: RuntimeSettings) -> int:
     server = RuntimeServer(settings)
     await server.start()
-    tune_gc()
+    tune_gc(full_collection=False)  # the first readiness answer waits for it
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,6 +5,7 @@ operator import these modules, and no other module spells these names.
 - `conditions`: condition types and reasons on Playbook and AlertSource status.
 - `http`: the bodies of `POST /v1/runs`, `GET /v1/runs/{id}`, `GET /v1/report` and
   the router's ingest answer, as pydantic models.
+- `paths`: the HTTP paths and headers alone (standard library only; `http` re-exports them).
 - `alertsource`: the AlertSource spec, read by the operator and the router alike.
 
 `docs/CONTRACTS.md` describes them; `tests/runtime/test_contracts.py` keeps the page

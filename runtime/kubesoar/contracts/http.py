@@ -20,28 +20,21 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# Paths and headers live in `paths` (standard library only: knowing a path need not
+# import pydantic); re-exported here, where every part has looked for them.
+from kubesoar.contracts.paths import CORRELATION_HEADER as CORRELATION_HEADER
+from kubesoar.contracts.paths import HEALTHZ_PATH as HEALTHZ_PATH
+from kubesoar.contracts.paths import METRICS_PATH as METRICS_PATH
+from kubesoar.contracts.paths import READYZ_PATH as READYZ_PATH
+from kubesoar.contracts.paths import REPORT_PATH as REPORT_PATH
+from kubesoar.contracts.paths import RUNS_PATH as RUNS_PATH
+from kubesoar.contracts.paths import ingest_path as ingest_path
+from kubesoar.contracts.paths import run_path as run_path
+
 MAX_KEY_CHARS: Final = 256
 """Longest idempotency key and correlation id a runtime accepts."""
 MAX_ENTRY_POINTS: Final = 256
 """Most entry point names one `RunRequest` may select."""
-
-# --- paths and headers --------------------------------------------------------
-RUNS_PATH: Final = "/v1/runs"
-REPORT_PATH: Final = "/v1/report"
-HEALTHZ_PATH: Final = "/healthz"
-READYZ_PATH: Final = "/readyz"
-METRICS_PATH: Final = "/metrics"
-CORRELATION_HEADER: Final = "X-Correlation-Id"
-"""Set by a sender (optional) or by the router; echoed on every ingest answer and log line."""
-
-
-def run_path(run_id: str) -> str:
-    return f"{RUNS_PATH}/{run_id}"
-
-
-def ingest_path(namespace: str, source: str) -> str:
-    """The URL path senders POST an AlertSource's alerts to; HMAC signatures cover it."""
-    return f"/v1/namespaces/{namespace}/sources/{source}/alerts"
 
 
 class _Wire(BaseModel):
