@@ -23,12 +23,15 @@ from typing import Any
 import asyncpg
 from kubesoar.contracts.http import APPROVAL_ACTION
 
-from kubesoar_store.bounds import MAX_JOURNAL_RESULT_BYTES, MAX_RESULT_BYTES, bounded_json
+from kubesoar_store.bounds import MAX_RESULT_BYTES, bounded_json
 from kubesoar_store.dispatch import check_lease
 from kubesoar_store.errors import NotLeased, unavailable
 from kubesoar_store.models import RunRecord
 
 MAX_COMMENT_CHARS = 1000
+MAX_TITLE_CHARS = 200
+MAX_DETAILS_BYTES = 16 * 1024
+"""As the runtime bounds them (kubesoar._approval); a pod that sends more gets a marker."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,10 @@ async def suspend(
             expires = now + timedelta(seconds=waiting.ttl_seconds)
             request = {
                 "seq": waiting.seq,
-                "title": waiting.title,
-                "details": waiting.details,
+                "title": waiting.title[:MAX_TITLE_CHARS],
+                # Bounded alone: over the bound, the details become the truncation marker
+                # and the request keeps its seq (what a decision is written under).
+                "details": json.loads(bounded_json(waiting.details, MAX_DETAILS_BYTES)),
                 "ttlSeconds": waiting.ttl_seconds,
                 "requestedAt": _rfc3339(now),
                 "expiresAt": _rfc3339(expires),
@@ -103,7 +108,7 @@ async def suspend(
                 " approval_expires_at = $3, result = $4::jsonb, lease_owner = NULL,"
                 " lease_expires_at = NULL, updated_at = now() WHERE id = $1",
                 run_id,
-                bounded_json(request, MAX_JOURNAL_RESULT_BYTES),
+                json.dumps(request),
                 expires,
                 result,
             )

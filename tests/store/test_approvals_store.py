@@ -67,3 +67,16 @@ async def test_counters_count_waiting_and_denied_runs(
     await dispatch.complete(pool, resumed.id, resumed.token, RunRecord(status="denied"))
     [counted] = await counters.playbook_counters(pool, ["acme"])
     assert (counted.total, counted.waiting, counted.denied, counted.failed) == (2, 1, 1, 0)
+
+
+async def test_oversized_details_are_cut_and_the_run_stays_decidable(
+    pool: asyncpg.Pool, seed_runs: SeedRuns
+) -> None:
+    await seed_runs(1, namespace="acme")
+    [run] = await dispatch.claim(pool, "router", limit=1, lease_seconds=60)
+    huge = approvals.Waiting(seq=4, title="Wipe?", details={"blob": "x" * 200_000}, ttl_seconds=60)
+    assert await approvals.suspend(pool, run.id, run.token, huge, RunRecord(status="waiting"))
+    asked = json.loads(await pool.fetchval("SELECT approval FROM runs WHERE id = $1", run.id))
+    assert asked["seq"] == 4 and asked["details"]["truncated"] is True
+    assert asked["details"]["originalBytes"] > 200_000
+    assert await approvals.decide(pool, "acme", run.id, approved=False, by="al") == "waiting"
