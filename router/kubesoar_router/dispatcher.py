@@ -182,6 +182,7 @@ class Dispatcher:
                     extra={"namespace": expired.namespace, "playbook": expired.playbook},
                 )
             for decided in await approvals.expire_approvals(self.pool):
+                self.metrics.approvals_expired.labels(decided.namespace, decided.playbook).inc()
                 logger.info(
                     "approval of run %s expired undecided: denied",
                     decided.id,

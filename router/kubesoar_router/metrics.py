@@ -96,6 +96,12 @@ class RouterMetrics:
             runs,
             registry=self.registry,
         )
+        self.approvals_expired = Counter(
+            "kubesoar_router_approvals_expired",
+            "Approvals nobody decided within their TTL (denied as Expired, the run resumed)",
+            runs,
+            registry=self.registry,
+        )
         self.runs_queued = Gauge(
             "kubesoar_router_runs_queued",
             "Runs waiting in the database for a runtime pod, as of the last dispatch round",

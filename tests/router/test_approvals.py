@@ -149,8 +149,11 @@ async def test_an_approval_nobody_decides_expires_as_a_denial(
         router.snapshot.put(tenant([runtime], entry_points=ENTRY_POINTS))
         run_id, _ = await _waiting_run(base_url, database_url)
         row = await stored_run(database_url, run_id, until={"succeeded", "failed", "denied"})
+        exposition = router.metrics.exposition().decode()
     assert row["status"] == "denied", row["error"]
     assert "expired undecided" in row["error"]
+    labels = '{playbook="triage",tenant_namespace="tenant-a"}'
+    assert f"kubesoar_router_approvals_expired_total{labels} 1.0" in exposition
     decision = json.loads(row["approval"])["decision"]
     assert decision == {**decision, "approved": False, "reason": "Expired", "decidedBy": None}
     assert effects.read_text().splitlines() == ["collect web-1", "caught ApprovalDenied"]
