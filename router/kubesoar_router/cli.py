@@ -20,7 +20,7 @@ from kubesoar_router import logs, statuswriter
 from kubesoar_router.app import create_ingest_app, create_metrics_app, tune_gc
 from kubesoar_router.dispatcher import DispatchPolicy
 from kubesoar_router.durable import DEFAULT_MAX_QUEUED_PER_PLAYBOOK, open_durable
-from kubesoar_router.housekeeping import Retention
+from kubesoar_router.housekeeping import NamespaceRetention, Retention, parse_namespace_retention
 from kubesoar_router.ingest import BODY_TIMEOUT_SECONDS, DEFAULT_MAX_BODY_BYTES, Router
 from kubesoar_router.kubeapi import KubeApi
 from kubesoar_router.snapshot import Snapshot
@@ -111,6 +111,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="keep at most this many alerts (with their runs) per namespace (0: no limit)",
     )
     database.add_argument(
+        "--namespace-retention",
+        action="append",
+        default=[],
+        type=_namespace_retention,
+        metavar="NS=DAYS[,MAX_ALERTS]",
+        help="a namespace's own retention (repeatable), e.g. acme=90,50000; an empty part"
+        " keeps the default, 0 means no limit",
+    )
+    database.add_argument(
         "--max-queued-per-playbook",
         type=int,
         default=DEFAULT_MAX_QUEUED_PER_PLAYBOOK,
@@ -132,6 +141,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="DEBUG, INFO, WARNING or ERROR (default INFO)",
     )
     return parser.parse_args(list(argv))
+
+
+def _namespace_retention(text: str) -> tuple[str, NamespaceRetention]:
+    try:
+        return parse_namespace_retention(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def split_listen(text: str) -> tuple[str, int]:
@@ -191,6 +207,7 @@ async def _serve(args: argparse.Namespace, stack: contextlib.AsyncExitStack) -> 
                 retention=Retention(
                     retention_days=args.retention_days,
                     max_alerts_per_namespace=args.max_alerts_per_namespace,
+                    namespaces=dict(args.namespace_retention),
                 ),
                 wait_seconds=args.database_wait_seconds,
                 metrics=router.metrics,

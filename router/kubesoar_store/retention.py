@@ -9,6 +9,7 @@ locks for long or bloats one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -19,6 +20,7 @@ DELETE_OLDER = """
 DELETE FROM alerts WHERE id = ANY(ARRAY(
     SELECT a.id FROM alerts a
     WHERE a.received_at < $1 AND ($2::text IS NULL OR a.namespace = $2)
+      AND NOT (a.namespace = ANY($4::text[]))
       AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.alert_id = a.id
                       AND r.status IN ('queued', 'running', 'waiting'))
     ORDER BY a.received_at
@@ -50,14 +52,18 @@ async def delete_older_than(
     age: timedelta,
     *,
     namespace: str | None = None,
+    except_namespaces: Sequence[str] = (),
     now: datetime | None = None,
     batch: int = 1000,
     max_batches: int = 100,
 ) -> int:
-    """Delete alerts received more than `age` ago (in one namespace or all); returns the count."""
+    """Delete alerts received more than `age` ago (in one namespace, or in all but
+    `except_namespaces`, which have retention of their own); returns the count."""
     with unavailable("deleting old alerts"):
         cutoff = (now or await pool.fetchval("SELECT now()")) - age
-        return await _delete_before(pool, cutoff, namespace, batch, max_batches)
+        return await _delete_before(
+            pool, cutoff, namespace, list(except_namespaces), batch, max_batches
+        )
 
 
 async def keep_newest(
@@ -65,10 +71,12 @@ async def keep_newest(
     keep: int,
     *,
     namespace: str | None = None,
+    except_namespaces: Sequence[str] = (),
     batch: int = 1000,
     max_batches: int = 100,
 ) -> int:
-    """Keep the newest `keep` alerts per namespace (one, or each); returns how many were deleted."""
+    """Keep the newest `keep` alerts per namespace (one, or each but `except_namespaces`);
+    returns how many were deleted."""
     if keep < 0:
         raise ValueError("keep must be >= 0")
     deleted = 0
@@ -77,7 +85,9 @@ async def keep_newest(
             namespaces = [namespace]
         else:
             namespaces = [
-                r["namespace"] for r in await pool.fetch("SELECT DISTINCT namespace FROM alerts")
+                r["namespace"]
+                for r in await pool.fetch("SELECT DISTINCT namespace FROM alerts")
+                if r["namespace"] not in except_namespaces
             ]
         for name in namespaces:
             first = await pool.fetchrow(FIRST_BEYOND, name, keep)
@@ -95,11 +105,16 @@ async def keep_newest(
 
 
 async def _delete_before(
-    pool: asyncpg.Pool, cutoff: datetime, namespace: str | None, batch: int, max_batches: int
+    pool: asyncpg.Pool,
+    cutoff: datetime,
+    namespace: str | None,
+    except_namespaces: list[str],
+    batch: int,
+    max_batches: int,
 ) -> int:
     deleted = 0
     for _ in range(max_batches):
-        status = await pool.execute(DELETE_OLDER, cutoff, namespace, batch)
+        status = await pool.execute(DELETE_OLDER, cutoff, namespace, batch, except_namespaces)
         count = int(status.split()[-1])
         deleted += count
         if count < batch:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from packaging_support import container, find, one
+import pytest
+from kubesoar_router.cli import parse_args
+from packaging_support import HelmError, container, find, one
 
 URL_FILE = "--database-url-file=/var/run/kubesoar/database/url"
 
@@ -86,3 +88,34 @@ def test_the_evaluation_postgresql_is_restricted_and_fenced(chart):
         rule.get("ports") == [{"protocol": "TCP", "port": 5432}]
         for rule in router_policy["spec"]["egress"]
     )
+
+
+def test_retention_values_become_the_routers_flags_and_parse(chart):
+    objects = chart(
+        {
+            "database": {"existingSecret": "pg-app"},
+            "router": {
+                "retention": {
+                    "days": 14,
+                    "maxAlertsPerNamespace": 2000000,
+                    "namespaces": {
+                        "acme": {"days": 90, "maxAlerts": 5000000},
+                        "globex": {"days": 7.5},
+                    },
+                }
+            },
+        }
+    )
+    args = container(one(objects, "Deployment", "-router"))["args"]
+    assert "--retention-days=14" in args and "--max-alerts-per-namespace=2000000" in args
+    assert "--namespace-retention=acme=90,5000000" in args  # integers, never 5e+06
+    assert "--namespace-retention=globex=7.5," in args
+    parsed = parse_args(args[1:])  # the router's own parser takes what the chart renders
+    assert dict(parsed.namespace_retention)["acme"].max_alerts == 5_000_000
+    assert dict(parsed.namespace_retention)["globex"].days == 7.5
+
+
+def test_a_namespace_retention_without_terms_is_refused(chart):
+    retention = {"namespaces": {"acme": {}}}
+    with pytest.raises(HelmError, match="minProperties"):
+        chart({"database": {"existingSecret": "pg-app"}, "router": {"retention": retention}})

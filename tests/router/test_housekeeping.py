@@ -4,7 +4,14 @@ unfinished work stays, and one replica at a time does a round."""
 from __future__ import annotations
 
 import asyncpg
-from kubesoar_router.housekeeping import LOCK_KEY, Retention, one_round
+import pytest
+from kubesoar_router.housekeeping import (
+    LOCK_KEY,
+    NamespaceRetention,
+    Retention,
+    one_round,
+    parse_namespace_retention,
+)
 from kubesoar_store import GroupCommitter, NewAlert, NewRun
 from kubesoar_store.pool import create_pool
 
@@ -52,3 +59,47 @@ async def test_a_round_is_skipped_while_another_replica_holds_the_lock(database_
     finally:
         await other.close()
         await pool.close()
+
+
+async def test_a_namespace_with_its_own_retention_keeps_its_own_terms(database_url):
+    pool = await create_pool(database_url, min_size=1, max_size=4)
+    try:
+        for namespace in ("acme", "globex", "initech", "other"):
+            await _seed(pool, namespace, 4, status="succeeded")
+        await pool.execute("UPDATE alerts SET received_at = now() - interval '40 days'")
+        policy = Retention(
+            retention_days=30,
+            max_alerts_per_namespace=3,
+            namespaces={
+                "acme": NamespaceRetention(days=90),  # a longer contract: kept at 40 days
+                "globex": NamespaceRetention(days=0, max_alerts=1),  # count only
+                "initech": NamespaceRetention(max_alerts=0),  # default days, no count limit
+            },
+        )
+        done = await one_round(pool, policy)
+        left = dict(await pool.fetch("SELECT namespace, count(*) FROM alerts GROUP BY namespace"))
+    finally:
+        await pool.close()
+    # acme: 90 days keeps all 4, then the default count 3 applies; globex: never by age,
+    # count 1; initech and other: 30 days takes all.
+    assert left == {"acme": 3, "globex": 1}
+    assert done["byAge"] == 8 and done["byCount"] == 1 + 3
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("acme=90", ("acme", NamespaceRetention(90.0, None))),
+        ("acme=90,50000", ("acme", NamespaceRetention(90.0, 50000))),
+        ("acme=,10", ("acme", NamespaceRetention(None, 10))),
+        ("acme=0,0", ("acme", NamespaceRetention(0.0, 0))),
+    ],
+)
+def test_namespace_retention_flags_parse(text: str, expected: object) -> None:
+    assert parse_namespace_retention(text) == expected
+
+
+@pytest.mark.parametrize("text", ["acme", "=30", "acme=", "acme=,", "acme=x", "acme=1,2.5", "a=-1"])
+def test_bad_namespace_retention_flags_say_what_is_expected(text: str) -> None:
+    with pytest.raises(ValueError, match=r"NAMESPACE=DAYS|a number|0 \(no limit\)"):
+        parse_namespace_retention(text)
