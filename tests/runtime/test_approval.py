@@ -76,6 +76,8 @@ async def test_a_dispatched_run_parks_at_the_approval_and_runs_nothing_after_it(
     assert [r["name"] for r in run.results] == ["contain"]
     result = run.to_result()
     assert (result.status, result.approval) == ("waiting", run.approval)
+    record = http.RunRecord.model_validate(run.to_json())  # GET /v1/runs/{id} at the pod
+    assert (record.status, record.approval) == ("waiting", run.approval)
     assert [entry.action for entry in journal] == ["isolate"]
 
 

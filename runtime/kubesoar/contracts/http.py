@@ -300,6 +300,9 @@ class RunRecord(_Wire):
     actions: list[dict[str, Any]] = Field(description="every action attempt, in order")
     error: str | None = Field(description="`Type: message` of the first failure, redacted")
     attempt: int = Field(default=1, description="the delivery attempt this pod ran")
+    approval: ApprovalRequest | None = Field(
+        default=None, description="what the run waits for, when its status is waiting"
+    )
 
 
 # --- GET /v1/report ---------------------------------------------------------------
