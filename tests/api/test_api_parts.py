@@ -37,6 +37,16 @@ def test_protobuf_only_is_406() -> None:
     assert caught.value.code == 406
 
 
+def test_an_alert_is_named_by_its_uuid_or_by_the_id_ingest_answered() -> None:
+    stored = uuid.UUID("4681e7ab-2d6a-1b09-1c38-1b83e5653dce")
+    answered = "al-4681e7ab2d6a1b091c381b83e5653dce"  # the 202's alertId, same 128 bits
+    assert objects.parse_name(str(stored)) == objects.parse_name(answered) == stored
+    for wrong in ("al-4681e7ab", "al-" + "z" * 32, "al-" + str(stored), "nope"):
+        assert objects.parse_name(wrong) is None
+    where = selectors.run_filter({"fieldSelector": f"spec.alertId={answered}"}, "acme")
+    assert where is not None and where.alert_id == stored
+
+
 def test_selectors_become_filters_and_unknown_ones_are_refused() -> None:
     where = selectors.run_filter({"fieldSelector": "status=failed,spec.playbook=triage"}, "acme")
     assert where is not None

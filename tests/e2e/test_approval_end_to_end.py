@@ -56,6 +56,7 @@ import os
 
 import httpx
 from kubesoar import Alert, action, playbook
+from opensoar import playbook as opensoar_playbook, resolve_current_alert
 
 
 async def tell_sink(step: str, alert_id: str) -> None:
@@ -84,6 +85,12 @@ async def contain(alert: Alert, ctx) -> dict:
         ttl_seconds=float(alert.raw.get("approval_ttl_seconds", 600)),
     )
     return {**await isolate(alert.id), "approvedBy": decision.decided_by}
+
+
+@opensoar_playbook(trigger="webhook", conditions={"severity": ["low"]})
+async def close_scanner(alert):
+    """A migrated OpenSOAR playbook closing its own alert."""
+    return await resolve_current_alert(determination="benign", reason="known scanner")
 '''
 
 
@@ -322,3 +329,22 @@ def test_an_approval_nobody_decides_expires_and_the_run_ends_denied(bed: Bed) ->
     # Too late to decide: the run is no longer waiting.
     late = bed.kubesoar("approve", "alice", run_id)
     assert late.returncode != 0 and "only a waiting run" in late.stderr, late.stderr
+
+
+def test_a_playbook_resolves_its_alert_and_kubectl_shows_it(bed: Bed) -> None:
+    """OpenSOAR's `resolve_current_alert` in a run changes the stored alert, which the
+    tenant's user then reads with kubectl, the run named as the actor."""
+    alert_id, run_id = bed.send(severity="low", title="port scan from a known scanner")
+    run = bed.wait_phase(run_id, TERMINAL, timeout=60)
+    assert run["status"]["phase"] == "succeeded", run["status"].get("error")
+    shown = bed.kubectl_as("alice", "get", "alert", alert_id, "-n", bed.namespace, "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    alert = json.loads(shown.stdout)
+    assert (alert["spec"]["status"], alert["spec"]["determination"]) == ("resolved", "benign")
+    changes = {(a["kind"], a.get("to")) for a in alert["status"]["activity"]}
+    assert {("status", "resolved"), ("determination", "benign")} <= changes
+    assert {a["actor"] for a in alert["status"]["activity"]} == {f"run:{run_id}"}
+    table = bed.kubectl_as("alice", "get", "alerts", "-n", bed.namespace)
+    name = alert["metadata"]["name"]  # the stored id; the 202's `al-` id named the same alert
+    [row] = [line for line in table.stdout.splitlines() if line.startswith(name)]
+    assert "resolved" in row.split() and "benign" in row.split()

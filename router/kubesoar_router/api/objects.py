@@ -343,7 +343,17 @@ def table(
     }
 
 
+ALERT_ID_PREFIX = "al-"
+
+
 def parse_name(name: str) -> uuid.UUID | None:
+    """The row id a name stands for: the UUID of `metadata.name`, or for an alert also
+    the id the router's 202 answered with (`al-` and the same 128 bits in hex), so the
+    id a sender got back works with `kubectl get alert` as it is."""
+    if name.startswith(ALERT_ID_PREFIX):
+        name = name.removeprefix(ALERT_ID_PREFIX)
+        if len(name) != 32:
+            return None
     try:
         return uuid.UUID(name)
     except ValueError:

@@ -15,7 +15,6 @@ work, never silently ignored (an ignored filter would list more than asked for).
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +23,7 @@ from kubesoar_store.alertviews import ALERT_STATUSES, DETERMINATIONS, AlertFilte
 from kubesoar_store.models import RUN_STATUSES
 from kubesoar_store.runviews import RunFilter
 
+from kubesoar_router.api import objects
 from kubesoar_router.api.status import ApiProblem
 
 RUN_FIELDS = {
@@ -119,9 +119,8 @@ def run_filter(query: Mapping[str, str], namespace: str) -> RunFilter | None:
         raise ApiProblem(400, f"status {status!r} is not one of {', '.join(RUN_STATUSES)}")
     alert_id = None
     if "alert_id" in wanted:
-        try:
-            alert_id = uuid.UUID(wanted["alert_id"])
-        except ValueError:
+        alert_id = objects.parse_name(wanted["alert_id"])  # the UUID or the 202's `al-` id
+        if alert_id is None:
             return None  # no alert has that id
     return RunFilter(
         namespace=namespace or wanted.get("namespace"),
