@@ -46,7 +46,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 import database  # noqa: E402
-import experiments  # noqa: E402
 import slice_check  # noqa: E402
 import speedups  # noqa: E402
 import stack  # noqa: E402
@@ -213,13 +212,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     result = run_floor(url_file, connections, args.floor_alerts)
                     results["floor"][f"closed {connections}"] = result
                     print_floor(result)
-            servers = stack.start(
-                url, speedups=speedups_of(args), experiments=tuple(args.experiment)
-            )
-            print(
-                f"speed-ups: {', '.join(speedups_of(args)) or 'none'}; "
-                f"experiments: {', '.join(args.experiment) or 'none'}"
-            )
+            servers = stack.start(url, speedups=speedups_of(args))
+            print(f"speed-ups: {', '.join(speedups_of(args)) or 'none'}")
             try:
                 for mode, value in args.loads:
                     label = f"closed {value}" if mode == "closed" else f"open {value}/s"
@@ -258,7 +252,6 @@ def run_profile(args: argparse.Namespace) -> None:
             servers = stack.start(
                 url,
                 speedups=speedups_of(args),
-                experiments=tuple(args.experiment),
                 profile_dir=out_dir,
             )
             try:
@@ -299,7 +292,6 @@ def main() -> None:
     parser.add_argument("--database-url-file", type=Path, help="slice: a migrated database")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     speedups.add_flags(parser)
-    experiments.add_flag(parser)
     args = parser.parse_args()
     if args.what == "all":
         results = run_all(args)
@@ -310,7 +302,7 @@ def main() -> None:
         if args.database_url_file is None:
             parser.error("slice needs --database-url-file")
         url = args.database_url_file.read_text().strip()
-        servers = stack.start(url, speedups=speedups_of(args), experiments=tuple(args.experiment))
+        servers = stack.start(url, speedups=speedups_of(args))
         try:
             results = asyncio.run(slice_check.run(servers, url, args.alerts))
         finally:

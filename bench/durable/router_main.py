@@ -2,8 +2,7 @@
 router` serves it, with a snapshot built in-process instead of watched.
 
     BENCH_DATABASE_URL=postgresql://... python bench/durable/router_main.py PORT \
-        RUNTIME_HOST RUNTIME_PORT CALLER_KEY_FILE [--uvloop] [--orjson] \
-        [--experiment NAME]
+        RUNTIME_HOST RUNTIME_PORT CALLER_KEY_FILE [--uvloop] [--orjson]
 
 One bearer AlertSource `bench/siem` (dedup off), one Playbook `noop` whose entry point
 takes every high/critical alert, and one ready endpoint: the runtime process. The
@@ -26,7 +25,6 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import experiments
 import speedups
 
 NAMESPACE = "bench"
@@ -117,10 +115,8 @@ def main() -> None:
     parser.add_argument("runtime_port", type=int)
     parser.add_argument("caller_key_file", type=Path)
     speedups.add_flags(parser)
-    experiments.add_flag(parser)
     args = parser.parse_args()
     speedups.apply(args.uvloop, args.orjson, speedups.ROUTER_JSON)
-    experiments.apply(args.experiment, experiments.ROUTER)
     key = args.caller_key_file.read_bytes().strip()
     asyncio.run(serve(args.port, args.runtime_host, args.runtime_port, key))
 

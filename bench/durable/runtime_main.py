@@ -1,7 +1,7 @@
 """The durable bench's runtime process: `python -m kubesoar runtime` with the bench's
-optional speed-ups (speedups.py) and experiments (experiments.py) switched on first.
+optional speed-ups (speedups.py) switched on first.
 
-    python bench/durable/runtime_main.py [--uvloop] [--orjson] [--experiment NAME]
+    python bench/durable/runtime_main.py [--uvloop] [--orjson]
 """
 
 from __future__ import annotations
@@ -12,17 +12,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import experiments
 import speedups
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     speedups.add_flags(parser)
-    experiments.add_flag(parser)
     args = parser.parse_args()
     speedups.apply(args.uvloop, args.orjson, speedups.RUNTIME_JSON)
-    experiments.apply(args.experiment, experiments.RUNTIME)
     from kubesoar._cli import main as kubesoar_main
 
     return kubesoar_main(["runtime"])

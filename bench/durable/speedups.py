@@ -42,14 +42,14 @@ def apply(uvloop: bool, orjson: bool, json_modules: tuple[str, ...]) -> None:
 
 # Where JSON is encoded or decoded per alert or per run (found with the bench's profile):
 # the alert body parse (both servers), the stored alert's encoding and decoding and the
-# result's bounding (store), and the bench's own report client (experiments.py).
+# result's bounding (store).
 ROUTER_JSON = (
     "kubesoar._bodies",
     "kubesoar_store.groupcommit",
     "kubesoar_store.dispatch",
     "kubesoar_store.bounds",
 )
-RUNTIME_JSON = ("kubesoar._bodies", "experiments")
+RUNTIME_JSON = ("kubesoar._bodies",)
 
 
 class _OrjsonShim:

@@ -102,7 +102,6 @@ def start(
     database_url: str,
     *,
     speedups: tuple[str, ...] = (),
-    experiments: tuple[str, ...] = (),
     profile_dir: Path | None = None,
     workspace: Path | None = None,
 ) -> Stack:
@@ -119,7 +118,6 @@ def start(
         caller.caller_token(caller_key.encode(), router_main.NAMESPACE, router_main.PLAYBOOK),
     )
     flags = [f"--{name}" for name in speedups]
-    flags += [f"--experiment={name}" for name in experiments]
     logs = {name: workspace / f"{name}.log" for name in ("runtime", "router")}
     runtime_port = free_port(RUNTIME_HOST)
     runtime_env = {
