@@ -45,7 +45,13 @@ from kubesoar.contracts.kube import runtime_selector_labels  # noqa: E402
 from kubesoar_store.url import resolve_url  # noqa: E402
 from support.cluster import ClusterHandle, start_cluster  # noqa: E402
 from support.git_http import GitHTTPServer  # noqa: E402
-from support.stack import KubesoarStack, apply_crds, delete_namespace, kubectl_json  # noqa: E402
+from support.stack import (  # noqa: E402
+    KubesoarStack,
+    apply_crds,
+    delete_namespace,
+    kubectl_json,
+    signed_source,
+)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOKEN, HMAC_KEY = "bench-ingest-token", "bench-hmac-key"
@@ -178,13 +184,7 @@ class Bench:
     def wake_up(self) -> None:
         ns = self.wake_ns
         self.apply(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
-             "stringData": {"token": TOKEN, "hmac": HMAC_KEY}},
-            {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
-             "metadata": {"name": "siem"},
-             "spec": {"format": "generic", "auth": {
-                 "bearer": {"secretRef": {"name": "ingest", "key": "token"}},
-                 "hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}}},
+            *signed_source(TOKEN, HMAC_KEY),
             self.playbook("wake", idle_seconds=2),
             namespace=ns,
         )  # fmt: skip

@@ -17,12 +17,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import yaml
 from support import runsapi
 from support.cluster import ClusterHandle
 from support.git_http import GitHTTPServer
+from support.sink import RecordingSink
 from support.stack import (
     KubesoarStack,
     apply_crds,
@@ -38,6 +36,7 @@ from support.stack import (
     delete_namespace,
     free_port,
     kubectl_json,
+    signed_source,
     wait_for,
 )
 
@@ -94,38 +93,13 @@ async def close_scanner(alert):
 '''
 
 
-class StepSink:
-    """A loopback HTTP server counting the steps ({"step", "alertId"}) runs post to it."""
-
-    def __init__(self) -> None:
-        self.steps: Counter[tuple[str, str]] = Counter()
-        lock = threading.Lock()
-        steps = self.steps
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = min(int(self.headers.get("Content-Length", "0")), 65536)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with lock:
-                    steps[(str(body.get("alertId")), str(body.get("step")))] += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/steps"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+class StepSink(RecordingSink):
+    """Counts the steps ({"step", "alertId"}) runs post to it."""
 
     def count(self, alert_id: str, step: str) -> int:
-        return self.steps[(alert_id, step)]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        return sum(
+            1 for r in list(self.records) if (r.get("alertId"), r.get("step")) == (alert_id, step)
+        )
 
 
 @dataclass
@@ -185,13 +159,7 @@ def _objects(namespace: str, git_url: str, sink_url: str) -> list[dict[str, Any]
     return [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
          "stringData": {"username": GIT_USER, "password": GIT_PASSWORD}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
-         "stringData": {"token": TOKEN, "hmac": HMAC_KEY}},
-        {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
-         "metadata": {"name": "siem"},
-         "spec": {"format": "generic", "auth": {
-             "bearer": {"secretRef": {"name": "ingest", "key": "token"}},
-             "hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}}},
+        *signed_source(TOKEN, HMAC_KEY),
         {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "Playbook",
          "metadata": {"name": "contain"},
          "spec": {

@@ -16,7 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import yaml
 from support.cluster import ClusterHandle
 from support.git_http import GitHTTPServer
 from support.gitops_health import health
+from support.sink import RecordingSink
 from support.stack import (
     KubesoarStack,
     apply_crds,
@@ -33,6 +33,7 @@ from support.stack import (
     delete_namespace,
     find_run,
     kubectl_json,
+    signed_source,
     wait_for,
 )
 
@@ -88,39 +89,12 @@ raise RuntimeError("missing configuration: TICKET_QUEUE")
 """
 
 
-class Sink:
-    """A loopback HTTP server that records the JSON bodies playbooks post to it."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        lock = threading.Lock()
-        records = self.records
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = min(int(self.headers.get("Content-Length", "0")), 65536)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with lock:
-                    records.append(body)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/records"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+class Sink(RecordingSink):
+    """Records the JSON bodies playbooks post to it (stands in for a ticketing API)."""
 
     def ids(self, tenant: str | None = None) -> set[str]:
         """Alert ids recorded, all of them or those of one tenant (its namespace)."""
         return {r["alertId"] for r in list(self.records) if tenant in (None, r["tenant"])}
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class World:
@@ -165,15 +139,9 @@ class World:
         self.apply(
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
              "stringData": {"username": GIT_USER, "password": GIT_PASSWORD}},
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
-             "stringData": {"token": token, "hmac": HMAC_KEY}},
+            *signed_source(token, HMAC_KEY),
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ticketing-api"},
              "stringData": {"apiKey": TICKETING_KEY}},
-            {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
-             "metadata": {"name": "siem"},
-             "spec": {"format": "generic", "auth": {
-                 "bearer": {"secretRef": {"name": "ingest", "key": "token"}},
-                 "hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}}},
             self.playbook("triage", "triage/", "triage"),
             namespace=ns,
         )  # fmt: skip

@@ -22,7 +22,14 @@ from kubesoar.contracts.kube import runtime_selector_labels
 from kubesoar_store.url import resolve_url
 from support.cluster import ClusterHandle
 from support.git_http import GitHTTPServer
-from support.stack import KubesoarStack, apply_crds, condition, delete_namespace, kubectl_json
+from support.stack import (
+    KubesoarStack,
+    apply_crds,
+    condition,
+    delete_namespace,
+    kubectl_json,
+    signed_source,
+)
 from support.stack import wait_for as wait_until
 
 pytestmark = pytest.mark.cluster
@@ -64,13 +71,7 @@ class ScaleWorld:
 
     def deploy(self, scaling: dict[str, Any]) -> None:
         self.apply(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
-             "stringData": {"token": TOKEN, "hmac": HMAC_KEY}},
-            {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
-             "metadata": {"name": "siem"},
-             "spec": {"format": "generic", "auth": {
-                 "bearer": {"secretRef": {"name": "ingest", "key": "token"}},
-                 "hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}}},
+            *signed_source(TOKEN, HMAC_KEY),
             {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "Playbook",
              "metadata": {"name": "triage"},
              "spec": {"source": {"git": {"url": self.git.url("playbooks"),

@@ -29,7 +29,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import pytest
 import yaml
 from packaging_support import CHART, Kubectl
 from support.git_http import GitHTTPServer
+from support.sink import RecordingSink
 from support.stack import find_run
 
 pytestmark = pytest.mark.cluster
@@ -65,33 +65,12 @@ async def triage(alert: Alert) -> dict:
 """
 
 
-class Sink:
+class Sink(RecordingSink):
     """Records the alert ids runs post to it (stands in for a ticketing API)."""
 
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        ids, lock = self.ids, threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = min(int(self.headers.get("Content-Length", "0")), 65536)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                with lock:
-                    ids.add(str(body.get("alertId")))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/records"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def ids(self) -> set[str]:
+        return {str(r.get("alertId")) for r in list(self.records)}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, logs: Callable[[], str]) -> Any:

@@ -25,6 +25,7 @@ from support.stack import (
     delete_namespace,
     find_run,
     kubectl_json,
+    signed_source,
     wait_for,
 )
 
@@ -92,13 +93,7 @@ def deployed(
     objects: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
          "stringData": {"username": GIT_USER, "password": GIT_PASSWORD}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
-         "stringData": {"token": TOKEN, "hmac": HMAC_KEY}},
-        {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource",
-         "metadata": {"name": "siem"},
-         "spec": {"format": "generic", "auth": {
-             "bearer": {"secretRef": {"name": "ingest", "key": "token"}},
-             "hmac": {"secretRef": {"name": "ingest", "key": "hmac"}}}}},
+        *signed_source(TOKEN, HMAC_KEY),
     ]  # fmt: skip
     objects += [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"int-{name}"},

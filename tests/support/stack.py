@@ -60,6 +60,20 @@ def kubectl_json(kubectl: Callable[..., subprocess.CompletedProcess[str]], *args
     return json.loads(kubectl(*args, "-o", "json").stdout)
 
 
+def signed_source(token: str, hmac_key: str, name: str = "siem") -> list[dict[str, Any]]:
+    """The Secret `ingest` and an AlertSource `name` (generic) that takes a bearer token
+    and an HMAC signature from it: the source most cluster tests send alerts to."""
+    ref = {"name": "ingest"}
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ingest"},
+         "stringData": {"token": token, "hmac": hmac_key}},
+        {"apiVersion": "kubesoar.dev/v1alpha1", "kind": "AlertSource", "metadata": {"name": name},
+         "spec": {"format": "generic", "auth": {
+             "bearer": {"secretRef": {**ref, "key": "token"}},
+             "hmac": {"secretRef": {**ref, "key": "hmac"}}}}},
+    ]  # fmt: skip
+
+
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for cond in obj.get("status", {}).get("conditions", []) or []:
         if cond.get("type") == kind:
