@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubesoar._alert import OPENSOAR_SEVERITY, Alert
-from kubesoar._approval import Approval, Approver
+from kubesoar._approval import always
 from kubesoar._engine import Engine, UnknownEntryPoints
 from kubesoar._loader import LoadedModule, load_target
 from kubesoar._logs import configure_json_logging
@@ -136,7 +136,11 @@ def main_run(argv: Sequence[str] | None = None) -> int:
             loaded.entry_points,
             default_timeout=args.timeout,
             secrets_dir=args.secrets_dir,
-            approver=_approver(args.approvals),
+            approver=(
+                None
+                if args.approvals is None
+                else always(args.approvals == "approve", by="kubesoar run --approvals")
+            ),
         )
         selected = engine.select(alert, args.playbook)
     except (_UsageError, UnknownEntryPoints) as exc:
@@ -162,21 +166,6 @@ def main_run(argv: Sequence[str] | None = None) -> int:
                 + (f" ({attempt['error']})" if attempt["error"] else "")
             )
     return 0 if run.status == "succeeded" else 1
-
-
-def _approver(choice: str | None) -> Approver | None:
-    if choice is None:
-        return None
-    decision = Approval(
-        approved=choice == "approve",
-        reason="Approved" if choice == "approve" else "Denied",
-        decided_by="kubesoar run --approvals",
-    )
-
-    async def decide(request: object) -> Approval:
-        return decision
-
-    return decide
 
 
 main = main_run

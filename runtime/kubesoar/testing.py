@@ -296,6 +296,7 @@ async def run_playbook(
     per request (`request.title`, `request.details`); None leaves them undecidable
     (`ApprovalUnavailable`), as outside the cluster."""
     from kubesoar._alert import Alert
+    from kubesoar._approval import always
     from kubesoar._engine import Engine
 
     if isinstance(alert, dict):
@@ -315,22 +316,15 @@ async def run_playbook(
         secrets_dir=secrets_dir,
         http_transport=transport,
         backoff_sleep=sleep,
-        approver=_approver(approvals),
+        approver=(
+            approvals
+            if approvals is None or callable(approvals)
+            else always(bool(approvals), by="test")
+        ),
     )
     names = playbooks if playbooks is not None or by_conditions else [e.name for e in entries]
     selected = engine.select(alert, names)
     return await engine.execute(engine.create_run(alert, selected))
-
-
-def _approver(approvals: bool | Callable[[Any], Awaitable[Any]] | None) -> Any:
-    if approvals is None or callable(approvals):
-        return approvals
-    decided = bool(approvals)
-
-    async def fixed(request: Any) -> bool:
-        return decided
-
-    return fixed
 
 
 def run_playbook_sync(target: Any, alert: Alert | dict[str, Any], **kwargs: Any) -> Run:
