@@ -106,6 +106,23 @@ def test_rbac_for_the_router_and_for_users(chart: Chart) -> None:
     }
 
 
+def test_approving_comes_with_edit_unless_turned_off(chart: Chart) -> None:
+    approve = {
+        "apiGroups": ["runs.kubesoar.dev"],
+        "resources": ["runs/approval"],
+        "verbs": ["create", "approve"],
+    }
+    on = chart(ENABLED)
+    assert approve in one(on, "ClusterRole", "-alerts-edit")["rules"]
+    approver = one(on, "ClusterRole", "-runs-approve")
+    # Granted only where someone binds it: aggregated into no built-in role.
+    assert not [k for k in approver["metadata"]["labels"] if "aggregate-to" in k]
+    assert approve in approver["rules"]
+    off = chart({**ENABLED, "router": {"runsApi": {"enabled": True, "editApproves": False}}})
+    assert approve not in one(off, "ClusterRole", "-alerts-edit")["rules"]
+    assert approve in one(off, "ClusterRole", "-runs-approve")["rules"]
+
+
 def test_a_brought_certificate_needs_its_ca(chart: Chart) -> None:
     mine = {**ENABLED, "router": {"runsApi": {"enabled": True, "tls": {"existingSecret": "t"}}}}
     with pytest.raises(HelmError, match="caBundle"):
